@@ -1,0 +1,31 @@
+# Two commands on a fresh machine:  `make run`  and  `make test`.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+EXAMPLE := examples/orchestrator
+
+.PHONY: run test example-data clean
+
+## Install, create the example orchestrator's history if absent, and serve under gunicorn.
+run: $(VENV)/.installed example-data
+	$(VENV)/bin/gunicorn --config gunicorn.conf.py app:app
+
+## Install the test needs and run the whole suite.
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest
+
+## Two weeks of history written by the example orchestrator itself (skipped when present).
+example-data: $(VENV)/.installed
+	@test -f $(EXAMPLE)/logs/training_metrics.json || $(PY) $(EXAMPLE)/orchestrator.py backfill --days 14
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(VENV)/.installed $@
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

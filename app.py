@@ -1,0 +1,87 @@
+"""The Flask app factory: `gunicorn app:app` or `python app.py`."""
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import time
+
+from dotenv import load_dotenv
+from flask import Flask, g, request
+
+import database
+import errors
+import routes
+from config import PROJECT_DIR, load_config
+from data_providers import DataProviderFactory
+
+log = logging.getLogger("dashboard")
+
+
+def configure_logging(app: Flask) -> None:
+    """Log to the console and, when LOG_FILE is set, to that file (reopened after logrotate)."""
+    root = logging.getLogger()
+    root.setLevel(app.config["LOG_LEVEL"])
+    formatter = logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if app.config.get("LOG_FILE"):
+        os.makedirs(os.path.dirname(app.config["LOG_FILE"]), exist_ok=True)
+        handlers.append(logging.handlers.WatchedFileHandler(app.config["LOG_FILE"], encoding="utf-8"))
+    for handler in list(root.handlers):
+        if getattr(handler, "_dashboard", False):
+            root.removeHandler(handler)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler._dashboard = True
+        root.addHandler(handler)
+
+
+def log_requests(app: Flask) -> None:
+    """One log line per request: method, path, status, duration."""
+
+    @app.before_request
+    def start_timer():
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def log_request(response):
+        elapsed_ms = (time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000
+        log.info("%s %s %s %.1fms", request.method, request.path, response.status_code, elapsed_ms)
+        return response
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app from the environment (or from `test_config` over the defaults, for tests)."""
+    if test_config is None:
+        load_dotenv(PROJECT_DIR / ".env")
+        settings = load_config(os.environ)
+    else:
+        settings = {**load_config({}), **test_config}
+    app = Flask(__name__)
+    app.config.from_mapping(settings)
+    app.json.sort_keys = False
+    configure_logging(app)
+    log_requests(app)
+    database.init_app(app)
+    errors.init_app(app)
+    app.extensions["provider"] = DataProviderFactory.get_provider(settings["ENVIRONMENT"], settings)
+    app.extensions["started_at"] = time.monotonic()
+    app.register_blueprint(routes.bp)
+    app.register_blueprint(routes.pages)
+    return app
+
+
+def __getattr__(name: str):
+    # `gunicorn app:app` reads this attribute; building the app lazily keeps imports free of side effects.
+    if name == "app":
+        globals()["app"] = create_app()
+        return globals()["app"]
+    raise AttributeError(name)
+
+
+if __name__ == "__main__":
+    server = create_app()
+    debug = server.config["DEBUG"] and server.config["HOST"] in ("127.0.0.1", "localhost", "::1")
+    if server.config["DEBUG"] and not debug:
+        log.warning("DEBUG ignored: the debugger is only allowed on a loopback HOST")
+    server.run(host=server.config["HOST"], port=server.config["PORT"], debug=debug)

@@ -1,0 +1,64 @@
+"""Typed configuration read once from the environment (see .env.example)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+PROJECT_DIR = Path(__file__).resolve().parent
+VERSION = "2.0.0"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ConfigError(ValueError):
+    """A configuration variable has a value the app cannot use."""
+
+
+def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _number(environ: Mapping[str, str], name: str, default: float, lo: float, hi: float, kind=float):
+    raw = environ.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}, got {raw!r}")
+    return value
+
+
+def _path(environ: Mapping[str, str], name: str, default: Path) -> Path:
+    raw = environ.get(name, "").strip()
+    path = Path(raw).expanduser() if raw else default
+    return path if path.is_absolute() else (PROJECT_DIR / path)
+
+
+def load_config(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Return every setting from `environ`, typed and defaulted; raise ConfigError on a bad value."""
+    return {
+        "ENVIRONMENT": environ.get("ENVIRONMENT", "local").strip().lower() or "local",
+        "HOST": environ.get("HOST", "127.0.0.1").strip() or "127.0.0.1",
+        "PORT": _number(environ, "PORT", 5000, 1, 65535, int),
+        "DEBUG": _bool(environ, "DEBUG", False),
+        "ORCHESTRATOR_PATH": _path(environ, "ORCHESTRATOR_PATH", PROJECT_DIR / "examples" / "orchestrator"),
+        "ORCHESTRATOR_TIMEZONE": environ.get("ORCHESTRATOR_TIMEZONE", "").strip(),
+        "DATABASE_PATH": _path(environ, "DATABASE_PATH", PROJECT_DIR / "var" / "dashboard.db"),
+        "LOG_LEVEL": environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO",
+        "LOG_FILE": _path(environ, "LOG_FILE", PROJECT_DIR / "var" / "dashboard.log")
+        if environ.get("LOG_FILE", None) != "" else None,
+        "QUALITY_THRESHOLD": _number(environ, "QUALITY_THRESHOLD", 7.0, 0, 10),
+        "HEALTH_DISK_PATH": environ.get("HEALTH_DISK_PATH", "/").strip() or "/",
+        "MAX_CONTENT_LENGTH": _number(environ, "MAX_CONTENT_LENGTH", 1024 * 1024, 1024, 100 * 1024 * 1024, int),
+    }

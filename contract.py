@@ -1,0 +1,280 @@
+"""The response shapes of the API, defined once.
+
+Every key is required (present in every answer); values the data does not say
+are null. Used by the tests to check the local provider, and by the cloud
+provider to check upstream answers.
+"""
+from __future__ import annotations
+
+from typing import Literal, NamedTuple, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Num = Optional[float]
+Time = Optional[str]  # ISO 8601 UTC with Z
+Phase = Literal["idle", "harvesting", "validation", "agent_training", "production", "monitoring", "cleanup"]
+AgentStatus = Literal["online", "offline", "training", "error"]
+Trend = Optional[Literal["improving", "stable", "declining"]]
+
+
+class Payload(NamedTuple):
+    """What a provider read returns: the response body and the warnings met while building it."""
+
+    data: object
+    warnings: list[str]
+
+
+class Shape(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WithWarnings(Shape):
+    warnings: list[str]
+
+
+class Overview(WithWarnings):
+    current_phase: Optional[Phase]
+    overall_quality: Num
+    last_training: Time
+    next_training: Time
+    agents_trained: Optional[int]
+    training_speed_ms: Optional[int]
+    improvements: dict[str, Num]
+    quality_trend: Trend
+
+
+class QuickStats(WithWarnings):
+    agents_online: int
+    agents_total: int
+    overall_quality: Num
+    last_training: Time
+    training_running: bool
+    active_alerts: int
+    errors_24h: int
+
+
+class AgentStatusRow(Shape):
+    id: str
+    name: str
+    status: AgentStatus
+    quality_score: Num
+    last_updated: Time
+    processing_time_ms: Optional[int]
+    improvement: Num
+    errors: int
+
+
+class QualityPoint(Shape):
+    timestamp: str
+    score: Num
+    improvement: Num
+    time_ms: Optional[int]
+
+
+class AgentConfig(Shape):
+    enabled: Optional[bool]
+    priority: Optional[str]
+    description: Optional[str]
+
+
+class AgentDetail(AgentStatusRow):
+    title: Optional[str]
+    module: Optional[str]
+    config: AgentConfig
+    quality_history: list[QualityPoint]
+    warnings: list[str]
+
+
+class AgentsHealth(WithWarnings):
+    overall_status: Literal["healthy", "warning", "critical"]
+    total: int
+    by_status: dict[AgentStatus, int]
+    quality_threshold: float
+    below_threshold: list[str]
+    average_quality: Num
+
+
+class PhaseDurations(Shape):
+    harvesting: Num
+    validation: Num
+    agent_training: Num
+    production: Num
+    monitoring: Num
+
+
+class TrainingStatus(WithWarnings):
+    is_running: bool
+    current_phase: Optional[Phase]
+    progress_percent: Num
+    current_agent: Optional[str]
+    estimated_time_remaining_sec: Optional[int]
+    started_at: Time
+    phase_durations: PhaseDurations
+
+
+class TrainingRun(Shape):
+    date: str
+    started_at: Time
+    finished_at: Time
+    duration_seconds: Num
+    overall_quality: Num
+    quality_change_percent: Num
+    agents_trained: Optional[int]
+    agents_failed: Optional[int]
+    status: str
+    error: Optional[str]
+
+
+class TrainingSchedule(WithWarnings):
+    schedule: Optional[str]
+    description: Optional[str]
+    enabled: Optional[bool]
+    next_run: Time
+    timezone: str
+
+
+class MetricPoint(Shape):
+    timestamp: str
+    value: Num
+    agent: Optional[str]
+
+
+class MetricHistory(WithWarnings):
+    metric: str
+    days: int
+    points: list[MetricPoint]
+
+
+class ComparisonRow(Shape):
+    id: str
+    name: str
+    quality_score: Num
+    processing_time_ms: Optional[int]
+    improvement: Num
+    rank: Optional[int]
+
+
+class AgentTrend(Shape):
+    latest: Num
+    moving_average_7d: Num
+    direction: Trend
+
+
+class Trends(WithWarnings):
+    timestamps: list[str]
+    system: list[Num]
+    moving_average_7d: list[Num]
+    direction: Trend
+    change: Num
+    agents: dict[str, AgentTrend]
+
+
+class SystemHealth(WithWarnings):
+    cpu_percent: Num
+    memory_percent: Num
+    disk_percent: Num
+    uptime_seconds: Optional[int]
+    uptime_hours: Num
+    active_connections: Optional[int]
+    timestamp: str
+
+
+class LogEvent(Shape):
+    timestamp: Time
+    level: str
+    source: str
+    message: str
+
+
+class TrainingLogs(WithWarnings):
+    events: list[LogEvent]
+    limit: int
+    offset: int
+    has_more: bool
+
+
+class Alert(Shape):
+    id: str
+    severity: Literal["warning", "critical"]
+    source: str
+    message: str
+    since: Time
+
+
+class Scene(Shape):
+    position: int
+    title: str
+    description: Optional[str]
+    duration_sec: float
+
+
+class ProjectSummary(Shape):
+    id: str
+    name: str
+    description: Optional[str]
+    scene_count: int
+    total_duration_sec: float
+    created_at: str
+    updated_at: str
+
+
+class Project(ProjectSummary):
+    scenes: list[Scene]
+    warnings: list[str]
+
+
+class ApiStatus(Shape):
+    status: Literal["ok", "degraded", "error"]
+    version: str
+    environment: str
+    provider: str
+    uptime_seconds: int
+    database: Literal["ok", "error"]
+    data_source: Literal["ok", "degraded", "error"]
+
+
+class EndpointInfo(Shape):
+    path: str
+    methods: list[str]
+    description: str
+
+
+class NewScene(Shape):
+    title: str = Field(min_length=1, max_length=200)
+    description: Optional[str] = Field(default=None, max_length=2000)
+    duration_sec: float = Field(gt=0, le=86400)
+
+
+class NewProject(Shape):
+    """POST /api/storyboard/project/create body."""
+
+    name: str = Field(min_length=1, max_length=200)
+    description: Optional[str] = Field(default=None, max_length=2000)
+    scenes: list[NewScene] = Field(default_factory=list, max_length=500)
+
+
+# Metric-quality's shape has agent ids as keys, so it is checked by hand:
+# {"timestamps": [dates], "system": [...], "<agent_id>": [...], "warnings": [...]}, arrays aligned.
+
+RESPONSES = {
+    "dashboard_overview": Overview,
+    "quick_stats": QuickStats,
+    "agents_status": list[AgentStatusRow],
+    "agent_detail": AgentDetail,
+    "agents_health": AgentsHealth,
+    "training_status": TrainingStatus,
+    "training_history": list[TrainingRun],
+    "training_schedule": TrainingSchedule,
+    "metric_history": MetricHistory,
+    "metrics_comparison": list[ComparisonRow],
+    "metrics_trends": Trends,
+    "system_health": SystemHealth,
+    "recent_logs": list[LogEvent],
+    "system_errors": list[LogEvent],
+    "system_alerts": list[Alert],
+    "training_logs": TrainingLogs,
+    "storyboard_projects": list[ProjectSummary],
+    "storyboard_project": Project,
+    "api_status": ApiStatus,
+    "endpoints": list[EndpointInfo],
+}

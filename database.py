@@ -1,0 +1,176 @@
+"""SQLite the flaskr way: one connection per request on `g`, WAL, busy_timeout, `?` placeholders only."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import sqlite3
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+from flask import Flask, current_app, g
+
+from errors import error_response
+
+log = logging.getLogger(__name__)
+
+SCHEMA_FILE = Path(__file__).with_name("schema.sql")
+# Forward migrations: MIGRATIONS[i] takes user_version i+1 to i+2. Never drop or rewrite rows.
+MIGRATIONS: list[str] = []
+SCHEMA_VERSION = 1 + len(MIGRATIONS)
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be opened or written (missing dir, read-only, disk full, locked)."""
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    """Open `path` with the project's pragmas; autocommit, so writers use `transaction()`."""
+    conn = sqlite3.connect(str(path), timeout=5.0, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection):
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): writers take the lock up front, never mid-way."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def migrate(path: Path | str) -> int:
+    """Create or upgrade the database at `path` to SCHEMA_VERSION; return the version found before."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # One process migrates; the others wait on the lock and then find nothing to do.
+    with open(f"{path}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        conn = connect(path)
+        try:
+            with transaction(conn):
+                before = conn.execute("PRAGMA user_version").fetchone()[0]
+                if before < 1:
+                    for statement in SCHEMA_FILE.read_text(encoding="utf-8").split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                for version in range(max(before, 1), SCHEMA_VERSION):
+                    conn.execute(MIGRATIONS[version - 1])
+                if before != SCHEMA_VERSION:
+                    conn.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
+                    log.info("database %s migrated from version %d to %d", path, before, SCHEMA_VERSION)
+        finally:
+            conn.close()
+    return before
+
+
+def get_db() -> sqlite3.Connection:
+    """The request's connection, opened on first use."""
+    if "db" not in g:
+        try:
+            g.db = connect(current_app.config["DATABASE_PATH"])
+        except sqlite3.Error as err:
+            raise DatabaseUnavailable(str(err)) from err
+    return g.db
+
+
+def close_db(_exc=None) -> None:
+    """Close the request's connection, if one was opened."""
+    db = g.pop("db", None)
+    if db is not None:
+        db.close()
+
+
+def ping() -> bool:
+    """True when the database answers a query."""
+    try:
+        get_db().execute("SELECT 1 FROM storyboard_projects LIMIT 1").fetchall()
+        return True
+    except (sqlite3.Error, DatabaseUnavailable):
+        return False
+
+
+def utc_now() -> str:
+    """Now, as the API's ISO 8601 UTC string."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- storyboard ---
+
+def list_projects(conn: sqlite3.Connection) -> list[dict]:
+    """Every storyboard project with its scene count and total duration, newest first."""
+    rows = conn.execute(
+        "SELECT p.id, p.name, p.description, p.created_at, p.updated_at,"
+        " COUNT(s.id) AS scene_count, COALESCE(SUM(s.duration_sec), 0) AS total_duration_sec"
+        " FROM storyboard_projects p LEFT JOIN storyboard_scenes s ON s.project_id = p.id"
+        " GROUP BY p.id ORDER BY p.created_at DESC, p.id"
+    ).fetchall()
+    return [dict(row) for row in rows]
+
+
+def get_project(conn: sqlite3.Connection, project_id: str) -> dict | None:
+    """One project with its scenes in order, or None."""
+    row = conn.execute(
+        "SELECT id, name, description, created_at, updated_at FROM storyboard_projects WHERE id = ?",
+        (project_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    scenes = [dict(s) for s in conn.execute(
+        "SELECT position, title, description, duration_sec FROM storyboard_scenes"
+        " WHERE project_id = ? ORDER BY position", (project_id,))]
+    project = dict(row)
+    project.update(scenes=scenes, scene_count=len(scenes),
+                   total_duration_sec=float(sum(s["duration_sec"] for s in scenes)))
+    return project
+
+
+def create_project(conn: sqlite3.Connection, name: str, description: str | None, scenes: list[dict]) -> str:
+    """Store a project and its scenes in one transaction; return its new id."""
+    project_id = uuid.uuid4().hex
+    now = utc_now()
+    with transaction(conn):
+        conn.execute(
+            "INSERT INTO storyboard_projects (id, name, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            (project_id, name, description, now, now),
+        )
+        conn.executemany(
+            "INSERT INTO storyboard_scenes (project_id, position, title, description, duration_sec)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(project_id, i, s["title"], s.get("description"), s["duration_sec"]) for i, s in enumerate(scenes)],
+        )
+    return project_id
+
+
+def _unavailable(err: Exception):
+    log.error("database error: %s", err)
+    return error_response(503, f"database unavailable: {err}")
+
+
+@click.command("init-db")
+def init_db_command() -> None:
+    """Create or upgrade the database to the current schema."""
+    before = migrate(current_app.config["DATABASE_PATH"])
+    click.echo(f"database at version {SCHEMA_VERSION} (was {before})")
+
+
+def init_app(app: Flask) -> None:
+    """Migrate the database at start-up (a failure is logged; reads from files keep working)."""
+    app.teardown_appcontext(close_db)
+    app.cli.add_command(init_db_command)
+    app.register_error_handler(sqlite3.Error, _unavailable)
+    app.register_error_handler(DatabaseUnavailable, _unavailable)
+    try:
+        migrate(app.config["DATABASE_PATH"])
+    except (OSError, sqlite3.Error) as err:
+        log.error("database %s unavailable: %s", app.config["DATABASE_PATH"], err)

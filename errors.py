@@ -1,0 +1,58 @@
+"""One JSON error shape for every failure under /api/ (contract: {"error", "status"})."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error the client should see: an HTTP status and a message naming what is wrong."""
+
+    def __init__(self, status: int, message: str, param: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+
+
+def error_response(status: int, message: str):
+    """Return the contract's JSON error body with `status`."""
+    response = jsonify({"error": message, "status": status})
+    response.status_code = status
+    return response
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/") or request.path == "/api"
+
+
+def init_app(app: Flask) -> None:
+    """Install handlers that turn ApiError, HTTP errors and crashes into JSON."""
+
+    @app.errorhandler(ApiError)
+    def handle_api_error(err: ApiError):
+        return error_response(err.status, err.message)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_error(err: HTTPException):
+        if not _wants_json():
+            return err
+        message = {
+            404: f"no such endpoint: {request.path}",
+            405: f"method {request.method} not allowed on {request.path}",
+            413: f"request body too large (limit {app.config.get('MAX_CONTENT_LENGTH')} bytes)",
+            415: "request body must be JSON (Content-Type: application/json)",
+        }.get(err.code, err.description or err.name)
+        response = error_response(err.code or 500, message)
+        if err.code == 405 and getattr(err, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(err.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(err: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal server error; the server log has the details")

@@ -1,0 +1,212 @@
+"""What the orchestrator's files say right now: one lazily-read view per request.
+
+Each source is parsed on first use (parsers cache unchanged files), and every
+problem met is added to `warnings`, so a response can say what it could not read.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, tzinfo
+from functools import cached_property
+from pathlib import Path
+from typing import Optional
+
+from croniter import croniter
+
+import data_loader as dl
+from analytics import natural_key
+
+QUALITY_KEY = re.compile(r"^(agent_[A-Za-z0-9]+)_quality$")
+SYSTEM_KEY = "system_overall_quality"
+LOG_WINDOW_EVENTS = 5000
+DEFAULT_RUN_TIMEOUT = 1800.0
+
+
+class OrchestratorState:
+    """A read-only view of one orchestrator folder, in the orchestrator's time zone."""
+
+    def __init__(self, root: Path, tz: tzinfo, now: Optional[datetime] = None):
+        self.root = Path(root)
+        self.tz = tz
+        self.now = (now or datetime.now(tz)).astimezone(tz).replace(tzinfo=None)
+        self.warnings: list[str] = []
+
+    # --- reading ---
+
+    def _path(self, relpath: str) -> Optional[Path]:
+        path = dl.resolve_inside(self.root, relpath)
+        if path is None:
+            self.warnings.append(f"{relpath}: refused (outside the orchestrator folder)")
+        return path
+
+    def _parse(self, parser, relpath: str, default=None):
+        path = self._path(relpath)
+        if path is None:
+            return default
+        value, warnings = parser(path)
+        self.warnings.extend(warnings)
+        return default if value is None else value
+
+    def iso(self, dt: Optional[datetime]) -> Optional[str]:
+        """A naive orchestrator-local time as ISO 8601 UTC with Z."""
+        return dl.to_utc_iso(dt, self.tz)
+
+    @property
+    def root_exists(self) -> bool:
+        return self.root.is_dir()
+
+    @cached_property
+    def config(self) -> dict:
+        return self._parse(dl.parse_config, "training/config.json", {})
+
+    @cached_property
+    def result(self) -> dict:
+        return self._parse(dl.parse_training_result, "holistic_training_result.json", {})
+
+    @cached_property
+    def metrics(self) -> dict:
+        return self._parse(dl.parse_training_metrics, "logs/training_metrics.json", {})
+
+    @cached_property
+    def modules(self) -> dict:
+        path = self._path("agents")
+        if path is None:
+            return {}
+        modules, warnings = dl.parse_agent_modules(path)
+        self.warnings.extend(warnings)
+        return modules
+
+    @cached_property
+    def reports(self) -> list[dict]:
+        """Every daily report still on disk, oldest first."""
+        logs = self._path("logs")
+        if logs is None or not logs.is_dir():
+            return []
+        parsed = []
+        for _day, path in dl.list_daily_reports(logs):
+            report = self._parse(dl.parse_daily_report, f"logs/{path.name}")
+            if report and report.get("date"):
+                parsed.append(report)
+        return parsed
+
+    @cached_property
+    def log_files(self) -> list[Path]:
+        """Run logs, newest first."""
+        logs = self._path("logs")
+        if logs is None or not logs.is_dir():
+            return []
+        return list(reversed(dl.list_log_files(logs)))
+
+    def log_events(self, path: Path, limit: int = LOG_WINDOW_EVENTS) -> list[dict]:
+        """The newest `limit` events of one log, oldest first."""
+        events, warnings = dl.read_log_events(path, limit)
+        self.warnings.extend(warnings)
+        return events
+
+    @cached_property
+    def recent_events(self) -> list[dict]:
+        """The newest events of the newest log, oldest first."""
+        return self.log_events(self.log_files[0]) if self.log_files else []
+
+    # --- agents ---
+
+    @cached_property
+    def agent_ids(self) -> list[str]:
+        """Agents named by the reports, metrics, config or agents/ folder, naturally sorted."""
+        ids = set(self.modules) | set(self.config.get("agents", {}))
+        ids |= {m.group(1) for key in self.metrics if (m := QUALITY_KEY.match(key))}
+        for report in self.reports:
+            ids |= {agent["id"] for agent in report["agents"]}
+        return sorted((i for i in ids if dl.AGENT_ID_RE.match(i)), key=natural_key)
+
+    def agent_name(self, agent_id: str) -> str:
+        """Display name: the newest report's, else the module title, else the id."""
+        for report in reversed(self.reports):
+            for agent in report["agents"]:
+                if agent["id"] == agent_id and agent.get("name"):
+                    return agent["name"]
+        title = self.modules.get(agent_id, {}).get("title")
+        return title or agent_id
+
+    def quality_points(self, agent_id: Optional[str]) -> list[dict]:
+        """Quality points of an agent (or the system when None), oldest first."""
+        return self.metrics.get(f"{agent_id}_quality" if agent_id else SYSTEM_KEY, [])
+
+    def report_quality(self, agent_id: Optional[str]) -> dict:
+        """{date: score} from the daily reports, for the days the metrics file lacks."""
+        days = {}
+        for report in self.reports:
+            if agent_id is None:
+                days[report["date"]] = report.get("system_quality")
+            else:
+                for agent in report["agents"]:
+                    if agent["id"] == agent_id and agent.get("quality") is not None:
+                        days[report["date"]] = agent["quality"]
+        return days
+
+    def latest_report_agent(self, agent_id: str) -> Optional[dict]:
+        """The agent's section in the newest report that mentions it."""
+        for report in reversed(self.reports):
+            for agent in report["agents"]:
+                if agent["id"] == agent_id:
+                    return dict(agent, date=report["date"])
+        return None
+
+    def attempts(self, agent_id: str) -> list[dict]:
+        """The agent's training attempts from `success_rate`, oldest first."""
+        return [p for p in self.metrics.get("success_rate", []) if p.get("agent") == agent_id]
+
+    # --- runs ---
+
+    @cached_property
+    def run_timeout(self) -> float:
+        return float(self.config.get("timeout_total_seconds") or DEFAULT_RUN_TIMEOUT)
+
+    @cached_property
+    def progress(self) -> dict:
+        """The newest run in the newest log (parse_run_progress), with `running` resolved."""
+        progress = dict(dl.parse_run_progress(self.recent_events))
+        running = progress.get("found") and progress.get("finished") is None
+        last = progress.get("last_event_at")
+        if running and last is not None and (self.now - last).total_seconds() > self.run_timeout:
+            self.warnings.append(
+                f"logs: the run started {self.iso(progress.get('started_at'))} never finished "
+                f"(no log line since {self.iso(last)}); treated as not running")
+            running = False
+        progress["running"] = bool(running)
+        return progress
+
+    def log_runs(self) -> list[dict]:
+        """Every run visible in the newest log window, each described by parse_run_progress."""
+        runs, current = [], []
+        for event in self.recent_events:
+            if event["message"].startswith("HOLISTIC TRAINING PIPELINE STARTED") and current:
+                runs.append(dl.parse_run_progress(current))
+                current = []
+            current.append(event)
+        if current:
+            runs.append(dl.parse_run_progress(current))
+        return [run for run in runs if run.get("found")]
+
+    @cached_property
+    def schedule(self) -> Optional[str]:
+        """The cron expression, if the config has a valid one."""
+        expression = self.config.get("schedule")
+        if expression and not croniter.is_valid(expression):
+            self.warnings.append(f"training/config.json: schedule {expression!r} is not a valid cron expression")
+            return None
+        return expression
+
+    def next_run(self) -> Optional[datetime]:
+        """The next scheduled start after now (naive, orchestrator-local), or None when unscheduled."""
+        if not self.schedule or self.config.get("enabled") is False:
+            return None
+        return croniter(self.schedule, self.now).get_next(datetime)
+
+    def schedule_interval(self, after: datetime) -> Optional[timedelta]:
+        """The gap between the two scheduled starts that follow `after`."""
+        if not self.schedule:
+            return None
+        it = croniter(self.schedule, after)
+        first = it.get_next(datetime)
+        return it.get_next(datetime) - first

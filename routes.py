@@ -1,0 +1,268 @@
+"""Every route of the API in one table: views validate input, call one provider function, return JSON."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, request, stream_with_context
+from pydantic import ValidationError
+
+import database
+from config import VERSION
+from contract import NewProject, Payload
+from errors import ApiError
+from validation import check_id, choice_arg, days_arg, int_arg, limit_arg
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+pages = Blueprint("pages", __name__)
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+EXPORT_FORMATS = ("json", "csv", "ndjson")
+
+
+def provider():
+    """The DataProvider chosen at start-up from ENVIRONMENT."""
+    return current_app.extensions["provider"]
+
+
+def respond(payload: Payload, status: int = 200):
+    """JSON for a provider answer: objects carry `warnings`; lists carry them in X-Data-Warnings."""
+    data, warnings = payload
+    warnings = list(dict.fromkeys(warnings))
+    if isinstance(data, dict):
+        response = jsonify({**data, "warnings": warnings})
+    else:
+        response = jsonify(data)
+        if warnings:
+            response.headers["X-Data-Warnings"] = json.dumps(warnings)
+    response.status_code = status
+    return response
+
+
+def json_body() -> dict:
+    """The request's JSON object body; 415 when it is not JSON, 400 when malformed or not an object."""
+    if not request.is_json:
+        raise ApiError(415, "request body must be JSON (Content-Type: application/json)")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return body
+
+
+def validated(model, body: dict):
+    """`body` checked against a contract model; 400 naming each bad field."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as err:
+        fields = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()[:10])
+        raise ApiError(400, f"invalid body: {fields}") from None
+
+
+# --- page ---
+
+@pages.get("/")
+def index():
+    """The dashboard page (a shell; all data comes from /api/*)."""
+    return render_template("index.html")
+
+
+# --- dashboard ---
+
+@bp.get("/dashboard/overview")
+def dashboard_overview():
+    """Phase, overall quality, last and next training, improvements and quality trend."""
+    return respond(provider().dashboard_overview())
+
+
+@bp.get("/dashboard/quick-stats")
+def quick_stats():
+    """Header counters: agents online/total, quality, last training, running, alerts, errors in 24 h."""
+    return respond(provider().quick_stats())
+
+
+# --- agents ---
+
+@bp.get("/agents/status")
+def agents_status():
+    """Every agent with status, quality, processing time, improvement and recent errors."""
+    return respond(provider().agents_status())
+
+
+@bp.get("/agents/health")
+def agents_health():
+    """Agent counts by status, agents below the quality threshold, overall status."""
+    return respond(provider().agents_health())
+
+
+@bp.get("/agents/<agent_id>")
+def agent_detail(agent_id):
+    """One agent's status, configuration and recent quality history."""
+    return respond(provider().agent_detail(check_id(agent_id, "agent_id")))
+
+
+# --- training ---
+
+@bp.get("/training/status")
+def training_status():
+    """Whether a run is going, its phase, agent, progress and time left; last phase durations."""
+    return respond(provider().training_status())
+
+
+@bp.get("/training/history")
+def training_history():
+    """Runs of the last `days` days (1-365, default 7), newest first."""
+    return respond(provider().training_history(days_arg()))
+
+
+@bp.get("/training/schedule")
+def training_schedule():
+    """The cron schedule, its description, whether enabled, and the next run."""
+    return respond(provider().training_schedule())
+
+
+# --- metrics ---
+
+@bp.get("/metrics/quality")
+def metrics_quality():
+    """Daily quality of the system and each agent over `days`, arrays aligned to `timestamps`."""
+    return respond(provider().metrics_quality(days_arg()))
+
+
+@bp.get("/metrics/history/<metric_name>")
+def metric_history(metric_name):
+    """The points of one metric of training_metrics.json over `days`."""
+    return respond(provider().metric_history(check_id(metric_name, "metric_name"), days_arg()))
+
+
+@bp.get("/metrics/comparison")
+def metrics_comparison():
+    """Agents side by side, ranked by latest quality."""
+    return respond(provider().metrics_comparison())
+
+
+@bp.get("/metrics/trends")
+def metrics_trends():
+    """System quality over `days` with its 7-day moving average and direction; per-agent trends."""
+    return respond(provider().metrics_trends(days_arg()))
+
+
+# --- system ---
+
+@bp.get("/system/health")
+def system_health():
+    """CPU, memory and disk use, uptime and connections of the host."""
+    return respond(provider().system_health())
+
+
+@bp.get("/system/logs/recent")
+def recent_logs():
+    """The newest `limit` log events (1-1000, default 50), newest first; optional `level` filter."""
+    return respond(provider().recent_logs(limit_arg(), choice_arg("level", LOG_LEVELS, None)))
+
+
+@bp.get("/system/errors")
+def system_errors():
+    """The newest ERROR and WARNING log events, newest first."""
+    return respond(provider().system_errors(limit_arg()))
+
+
+@bp.get("/system/alerts")
+def system_alerts():
+    """Active alerts with severity, source, message and since when."""
+    return respond(provider().system_alerts())
+
+
+# --- storyboard ---
+
+@bp.get("/storyboard/projects")
+def storyboard_projects():
+    """Every storyboard project, newest first."""
+    return respond(provider().storyboard_projects())
+
+
+@bp.get("/storyboard/project/<project_id>")
+def storyboard_project(project_id):
+    """One project with its scenes."""
+    return respond(provider().storyboard_project(check_id(project_id, "project_id")))
+
+
+@bp.post("/storyboard/project/create")
+def create_storyboard_project():
+    """Store a project: {name (1-200 chars), description?, scenes?: [{title, description?, duration_sec > 0}]}."""
+    project = validated(NewProject, json_body())
+    return respond(provider().create_storyboard_project(project), 201)
+
+
+# --- logs ---
+
+@bp.get("/logs/training")
+def training_logs():
+    """Training log events, newest first, `limit` per page from `offset`."""
+    return respond(provider().training_logs(limit_arg(), int_arg("offset", 0, 0, 100_000)))
+
+
+@bp.get("/logs/export")
+def export_logs():
+    """A download of the log events of the last `days` as json, csv or ndjson."""
+    fmt, days = choice_arg("format", EXPORT_FORMATS, "json"), days_arg()
+    events = provider().export_logs(days)
+    filename = f"training-logs-{time.strftime('%Y%m%d')}-{days}d.{fmt}"
+    mimetype = {"json": "application/json", "csv": "text/csv", "ndjson": "application/x-ndjson"}[fmt]
+    body = {"json": _json_lines, "csv": _csv_lines, "ndjson": _ndjson_lines}[fmt](events)
+    return Response(stream_with_context(body), mimetype=mimetype,
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _json_lines(events):
+    yield "["
+    for i, event in enumerate(events):
+        yield ("," if i else "") + "\n" + json.dumps(event, ensure_ascii=False)
+    yield "\n]\n"
+
+
+def _ndjson_lines(events):
+    for event in events:
+        yield json.dumps(event, ensure_ascii=False) + "\n"
+
+
+def _csv_lines(events):
+    fields = ("timestamp", "level", "source", "message")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    for event in events:
+        writer.writerow({k: event[k] for k in fields})
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()
+
+
+# --- utility ---
+
+@bp.get("/status")
+def api_status():
+    """Service status, version, environment, provider, uptime, database and data-source health."""
+    db_state = "ok" if database.ping() else "error"
+    source = provider().source_status()
+    overall = "ok" if db_state == "ok" and source == "ok" else ("error" if source == "error" else "degraded")
+    started = current_app.extensions["started_at"]
+    return jsonify({"status": overall, "version": VERSION, "environment": current_app.config["ENVIRONMENT"],
+                    "provider": provider().name, "uptime_seconds": int(time.monotonic() - started),
+                    "database": db_state, "data_source": source})
+
+
+@bp.get("/endpoints")
+def endpoints():
+    """Every route of this server with its methods and description."""
+    rows = []
+    for rule in sorted(current_app.url_map.iter_rules(), key=lambda r: r.rule):
+        if rule.endpoint == "static":
+            continue
+        view = current_app.view_functions[rule.endpoint]
+        doc = (view.__doc__ or "").strip().splitlines()
+        rows.append({"path": rule.rule, "methods": sorted(rule.methods - {"HEAD", "OPTIONS"}),
+                     "description": doc[0] if doc else ""})
+    return jsonify(rows)

@@ -1,0 +1,85 @@
+"""Fixtures: orchestrator folders written by the example orchestrator, the app, a client."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+
+from app import create_app  # noqa: E402
+
+ORCHESTRATOR = PROJECT / "examples" / "orchestrator" / "orchestrator.py"
+EXAMPLE_AGENTS = ["agent_1", "agent_2", "agent_3", "agent_5a", "agent_7", "agent_8"]
+OTHER_AGENTS = "agent_10:Signal Scout,agent_11b:Cover Artist,agent_12:Universal Harvester"
+
+
+def run_orchestrator(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run the example orchestrator as a real subprocess and fail the test on a non-zero exit."""
+    proc = subprocess.run([sys.executable, str(ORCHESTRATOR), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+@pytest.fixture(scope="session")
+def _built(tmp_path_factory):
+    """Orchestrator folders built once per session, keyed by agent set; tests get copies."""
+    cache: dict[str, Path] = {}
+
+    def build(agents: str | None, days: int) -> Path:
+        key = f"{agents}-{days}"
+        if key not in cache:
+            root = tmp_path_factory.mktemp("orch")
+            if agents is None:
+                example = ORCHESTRATOR.parent
+                shutil.copytree(example / "training", root / "training")
+                shutil.copytree(example / "agents", root / "agents")
+            else:
+                run_orchestrator("init", "--root", str(root), "--agents", agents)
+            if days:
+                run_orchestrator("backfill", "--root", str(root), "--days", str(days))
+            cache[key] = root
+        return cache[key]
+
+    return build
+
+
+@pytest.fixture
+def orchestrator(_built, tmp_path):
+    """Factory: a fresh copy of an orchestrator folder with `days` of history (agents=None: the example's)."""
+
+    def make(agents: str | None = None, days: int = 14) -> Path:
+        target = tmp_path / f"orchestrator-{len(list(tmp_path.glob('orchestrator-*')))}"
+        shutil.copytree(_built(agents, days), target)
+        return target
+
+    return make
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    """Factory: an app over `root` with a database in tmp_path."""
+
+    def make(root: Path, **config):
+        settings = {"TESTING": True, "ORCHESTRATOR_PATH": root, "DATABASE_PATH": tmp_path / "db.sqlite",
+                    "LOG_FILE": None}
+        settings.update(config)
+        return create_app(settings)
+
+    return make
+
+
+@pytest.fixture
+def app(make_app, orchestrator):
+    """The app over a copy of the example orchestrator with two weeks of history."""
+    return make_app(orchestrator())
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

@@ -1,0 +1,52 @@
+"""Query-parameter and path-id checks shared by the views; each failure is a 400 naming the input."""
+from __future__ import annotations
+
+import re
+
+from flask import request
+
+from errors import ApiError
+
+ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    """Return query parameter `name` as an int in [lo, hi], or `default` when absent."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ApiError(400, f"{name} must be an integer {lo}-{hi}, got {raw[:40]!r}", name) from None
+    if not lo <= value <= hi:
+        raise ApiError(400, f"{name} must be an integer {lo}-{hi}, got {value}", name)
+    return value
+
+
+def choice_arg(name: str, choices: tuple[str, ...], default: str | None) -> str | None:
+    """Return query parameter `name` if it is one of `choices` (case-insensitive), else 400."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ApiError(400, f"{name} must be one of {', '.join(choices)}, got {raw[:40]!r}", name)
+    return value
+
+
+def days_arg() -> int:
+    """The contract's `days` window: integer 1..365, default 7."""
+    return int_arg("days", 7, 1, 365)
+
+
+def limit_arg(default: int = 50) -> int:
+    """The contract's `limit`: integer 1..1000, default 50."""
+    return int_arg("limit", default, 1, 1000)
+
+
+def check_id(value: str, kind: str) -> str:
+    """Return `value` if it is a safe id (`^[A-Za-z0-9_.-]{1,64}$`), else a 400 naming `kind`."""
+    if not ID_RE.match(value) or value in {".", ".."}:
+        raise ApiError(400, f"invalid {kind}: must match [A-Za-z0-9_.-]{{1,64}}", kind)
+    return value
