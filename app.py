@@ -11,9 +11,11 @@ from flask import Flask, g, request
 
 import database
 import errors
+import events
 import routes
 from config import PROJECT_DIR, load_config
 from data_providers import DataProviderFactory
+from sampler import Sampler
 
 log = logging.getLogger("dashboard")
 
@@ -47,6 +49,11 @@ def log_requests(app: Flask) -> None:
     def log_request(response):
         elapsed_ms = (time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000
         log.info("%s %s %s %.1fms", request.method, request.path, response.status_code, elapsed_ms)
+        if response.status_code >= 500 and request.path.startswith("/api/"):
+            body = response.get_json(silent=True) if response.is_json else None
+            message = body.get("error", "") if isinstance(body, dict) else ""
+            events.record_api_error(app.config["DATABASE_PATH"], request.method, request.path,
+                                    response.status_code, message)
         return response
 
 
@@ -68,7 +75,22 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["started_at"] = time.monotonic()
     app.register_blueprint(routes.bp)
     app.register_blueprint(routes.pages)
+    start_sampler(app)
     return app
+
+
+def start_sampler(app: Flask) -> None:
+    """Run the health sampler thread (HEALTH_SAMPLE_SECONDS > 0); one process across workers samples."""
+    if app.config["HEALTH_SAMPLE_SECONDS"] <= 0:
+        return
+
+    def after_sample(conn, sample):
+        with app.app_context():
+            app.extensions["provider"].refresh_alerts(sample)
+
+    app.extensions["sampler"] = Sampler(
+        app.config["DATABASE_PATH"], app.config["HEALTH_SAMPLE_SECONDS"], app.config["HEALTH_RETENTION_DAYS"],
+        app.config["HEALTH_DISK_PATH"], on_sample=after_sample).start()
 
 
 def __getattr__(name: str):

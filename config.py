@@ -61,4 +61,21 @@ def load_config(environ: Mapping[str, str]) -> dict[str, Any]:
         "QUALITY_THRESHOLD": _number(environ, "QUALITY_THRESHOLD", 7.0, 0, 10),
         "HEALTH_DISK_PATH": environ.get("HEALTH_DISK_PATH", "/").strip() or "/",
         "MAX_CONTENT_LENGTH": _number(environ, "MAX_CONTENT_LENGTH", 1024 * 1024, 1024, 100 * 1024 * 1024, int),
+        # Persistence and alerts
+        "HEALTH_SAMPLE_SECONDS": _number(environ, "HEALTH_SAMPLE_SECONDS", 30, 0, 3600, int),
+        "HEALTH_RETENTION_DAYS": _number(environ, "HEALTH_RETENTION_DAYS", 30, 1, 3650, int),
+        **{f"ALERT_{res}_{level}": _number(environ, f"ALERT_{res}_{level}", default, 0, 100)
+           for res in ("CPU", "MEMORY", "DISK") for level, default in (("WARNING", 85.0), ("CRITICAL", 95.0))},
+        # Training control
+        "TRAINING_COMMAND": environ.get("TRAINING_COMMAND", "").strip() or "python orchestrator.py train --verbose",
+        "TRAINING_STOP_GRACE_SECONDS": _number(environ, "TRAINING_STOP_GRACE_SECONDS", 10, 0, 3600),
+        "TRAINING_RUNS_DIR": _path(environ, "TRAINING_RUNS_DIR", PROJECT_DIR / "var" / "runs"),
+        # Cloud provider and API keys
+        "CLOUD_API_URL": environ.get("CLOUD_API_URL", "").strip().rstrip("/"),
+        "CLOUD_API_KEY": environ.get("CLOUD_API_KEY", "").strip(),
+        "CLOUD_TIMEOUT_SECONDS": _number(environ, "CLOUD_TIMEOUT_SECONDS", 10, 0.1, 300),
+        "CLOUD_ALLOW_INSECURE_HTTP": _bool(environ, "CLOUD_ALLOW_INSECURE_HTTP", False),
+        "CLOUD_CACHE_SECONDS": _number(environ, "CLOUD_CACHE_SECONDS", 2, 0, 3600),
+        "API_KEY": environ.get("API_KEY", "").strip(),
+        "REQUIRE_AUTH_FOR_READS": _bool(environ, "REQUIRE_AUTH_FOR_READS", False),
     }

@@ -123,6 +123,8 @@ class TrainingRun(Shape):
     agents_failed: Optional[int]
     status: str
     error: Optional[str]
+    session_id: Optional[int]
+    origin: Literal["orchestrator", "dashboard"]
 
 
 class TrainingSchedule(WithWarnings):
@@ -177,6 +179,21 @@ class SystemHealth(WithWarnings):
     uptime_hours: Num
     active_connections: Optional[int]
     timestamp: str
+
+
+class HealthSample(Shape):
+    timestamp: str
+    cpu_percent: Num
+    memory_percent: Num
+    disk_percent: Num
+    uptime_seconds: Optional[int]
+    active_connections: Optional[int]
+
+
+class HealthHistory(WithWarnings):
+    hours: int
+    sample_seconds: Optional[int]
+    samples: list[HealthSample]
 
 
 class LogEvent(Shape):
@@ -269,6 +286,7 @@ RESPONSES = {
     "metrics_comparison": list[ComparisonRow],
     "metrics_trends": Trends,
     "system_health": SystemHealth,
+    "health_history": HealthHistory,
     "recent_logs": list[LogEvent],
     "system_errors": list[LogEvent],
     "system_alerts": list[Alert],

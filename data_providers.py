@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from abc import ABC, abstractmethod
 from datetime import date, datetime, timedelta
 from typing import Iterator, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cron_descriptor import get_description
+from flask import current_app
 
 import data_loader
 import database
+import events
 import health
+import history_store
+import sampler
 from analytics import daily_last, moving_average, natural_key, rank_desc, trend_direction
 from contract import NewProject, Payload
 from errors import ApiError
@@ -84,6 +89,10 @@ class DataProvider(ABC):
         """GET /api/system/health (contract.SystemHealth)."""
 
     @abstractmethod
+    def health_history(self, hours: int) -> Payload:
+        """GET /api/system/health/history (contract.HealthHistory): stored samples, oldest first."""
+
+    @abstractmethod
     def recent_logs(self, limit: int, level: Optional[str]) -> Payload:
         """GET /api/system/logs/recent (list of contract.LogEvent, newest first)."""
 
@@ -118,6 +127,9 @@ class DataProvider(ABC):
     @abstractmethod
     def source_status(self) -> str:
         """Whether the data source is readable: ok, degraded or error (for /api/status)."""
+
+    def refresh_alerts(self, sample: dict) -> None:
+        """Called by the health sampler after each stored sample (in an app context); default: nothing."""
 
 
 def orchestrator_zone(name: str):
@@ -182,10 +194,44 @@ class LocalDataProvider(DataProvider):
                 "last_updated": updated, "processing_time_ms": time_ms, "improvement": improvement,
                 "errors": failures}
 
-    def _daily(self, s: OrchestratorState, agent_id: Optional[str]) -> dict[date, Optional[float]]:
+    def _daily(self, s: OrchestratorState, agent_id: Optional[str], first_day: date) -> dict[date, Optional[float]]:
+        """{date: quality} from the database (reports and metrics ever ingested), else from the files."""
+        metric = f"{agent_id}_quality" if agent_id else SYSTEM_KEY
+        stored = self._from_db(s, lambda db: history_store.daily_quality(db, metric, self.tz, first_day))
+        if stored is not None:
+            return stored
         days = s.report_quality(agent_id)
         days.update(daily_last(s.quality_points(agent_id)))
-        return days
+        return {d: v for d, v in days.items() if d >= first_day}
+
+    def _from_db(self, s: OrchestratorState, read):
+        """`read(db)` after ingesting changed files; None (and a warning) when the database fails."""
+        try:
+            db = database.get_db()
+        except database.DatabaseUnavailable as err:
+            self._db_warning(s, err)
+            return None
+        if not s.__dict__.get("_ingested"):
+            s.__dict__["_ingested"] = True
+            try:
+                history_store.ingest(db, s, lambda: self._runs(s))
+            except sqlite3.Error as err:
+                s.warnings.append(f"database: could not record the orchestrator's files ({err})")
+        try:
+            return read(db)
+        except sqlite3.Error as err:
+            self._db_warning(s, err)
+            return None
+
+    @staticmethod
+    def _db_warning(s: OrchestratorState, err: Exception) -> None:
+        s.warnings.append(f"database unavailable ({err}); showing only what the orchestrator's files still hold")
+
+    def _history_agents(self, s: OrchestratorState, first_day: date) -> list[str]:
+        """Agents the files name now, plus those the database holds quality for since `first_day`."""
+        since = s.iso(datetime.combine(first_day, datetime.min.time()))
+        stored = self._from_db(s, lambda db: history_store.quality_agents(db, since)) or set()
+        return sorted(set(s.agent_ids) | {a for a in stored if data_loader.AGENT_ID_RE.match(a)}, key=natural_key)
 
     def _window(self, s: OrchestratorState, days: int) -> list[date]:
         today = s.now.date()
@@ -220,8 +266,9 @@ class LocalDataProvider(DataProvider):
         s = self.state()
         progress, result = s.progress, s.result
         speed = (result.get("phases") or {}).get("training", {}).get("time_seconds")
-        system = self._daily(s, None)
-        recent = [system.get(d) for d in self._window(s, 7)]
+        week = self._window(s, 7)
+        system = self._daily(s, None, week[0])
+        recent = [system.get(d) for d in week]
         improvements = {row["id"]: row["improvement"] for row in self._agent_rows(s)
                         if row["improvement"] is not None}
         data = {
@@ -239,15 +286,15 @@ class LocalDataProvider(DataProvider):
     def quick_stats(self) -> Payload:
         s = self.state()
         rows = self._agent_rows(s)
-        cutoff = s.now - timedelta(hours=24)
-        errors = sum(1 for e in s.recent_events if e["level"] in ("ERROR", "CRITICAL") and e["timestamp"] >= cutoff)
+        cutoff = s.iso(s.now - timedelta(hours=24))
+        errors = sum(1 for e in self._merged_events(s, 1000, ("ERROR", "CRITICAL")) if e["timestamp"] >= cutoff)
         data = {
             "agents_online": sum(1 for r in rows if r["status"] in ("online", "training")),
             "agents_total": len(rows),
             "overall_quality": self._overall_quality(s),
             "last_training": s.iso(s.result.get("timestamp")),
             "training_running": s.progress["running"],
-            "active_alerts": len(self._alerts(s)),
+            "active_alerts": len(self._active_alerts(s, self._latest_health())),
             "errors_24h": errors,
         }
         return Payload(data, s.warnings)
@@ -328,9 +375,13 @@ class LocalDataProvider(DataProvider):
     def training_history(self, days: int) -> Payload:
         s = self.state()
         first_day = s.now.date() - timedelta(days=days - 1)
-        runs = [run for run in self._runs(s) if run["date"] >= first_day.isoformat()]
-        runs.sort(key=lambda r: (r["finished_at"] or r["started_at"] or r["date"]), reverse=True)
-        return Payload(runs, s.warnings)
+        since = s.iso(datetime.combine(first_day, datetime.min.time()))
+        runs = self._from_db(s, lambda db: history_store.runs_since(db, since, self.tz))
+        if runs is None:
+            runs = [dict(run, status=history_store.RUN_STATUS.get(run["status"], run["status"]),
+                         session_id=None, origin="orchestrator") for run in self._runs(s)]
+            runs.sort(key=lambda r: (r["finished_at"] or r["started_at"] or r["date"]), reverse=True)
+        return Payload([r for r in runs if r["date"] >= first_day.isoformat()], s.warnings)
 
     def _runs(self, s: OrchestratorState) -> list[dict]:
         """Completed runs from training_history, failed ones from the log and the result file."""
@@ -386,25 +437,23 @@ class LocalDataProvider(DataProvider):
 
     def metrics_quality(self, days: int) -> Payload:
         s = self.state()
-        series = {"system": self._daily(s, None)}
-        series.update({agent_id: self._daily(s, agent_id) for agent_id in s.agent_ids})
-        window = [d for d in self._window(s, days) if any(d in values for values in series.values())]
+        window = self._window(s, days)
+        series = {"system": self._daily(s, None, window[0])}
+        series.update({agent_id: self._daily(s, agent_id, window[0]) for agent_id in self._history_agents(s, window[0])})
+        window = [d for d in window if any(d in values for values in series.values())]
         data = {"timestamps": [d.isoformat() for d in window]}
         data.update({key: [values.get(d) for d in window] for key, values in series.items()})
         return Payload(data, s.warnings)
 
     def metric_history(self, metric_name: str, days: int) -> Payload:
         s = self.state()
-        if metric_name not in s.metrics:
-            raise ApiError(404, f"unknown metric_name: {metric_name}")
         cutoff = datetime.combine(s.now.date() - timedelta(days=days - 1), datetime.min.time())
-        points = []
-        for p in s.metrics[metric_name]:
-            if p["timestamp"] < cutoff:
-                continue
-            value = next((p[k] for k in ("score", "time_ms", "success") if p.get(k) is not None), None)
-            points.append({"timestamp": s.iso(p["timestamp"]), "agent": p.get("agent"),
-                           "value": float(value) if value is not None else None})
+        points = self._from_db(s, lambda db: history_store.metric_points(db, metric_name, s.iso(cutoff)))
+        if points is None and metric_name in s.metrics and metric_name != "training_history":
+            points = [{"timestamp": s.iso(p["timestamp"]), "agent": p.get("agent"),
+                       "value": history_store.point_value(p)} for p in s.metrics[metric_name] if p["timestamp"] >= cutoff]
+        if points is None:
+            raise ApiError(404, f"unknown metric_name: {metric_name}")
         return Payload({"metric": metric_name, "days": days, "points": points}, s.warnings)
 
     def metrics_comparison(self) -> Payload:
@@ -421,13 +470,13 @@ class LocalDataProvider(DataProvider):
         s = self.state()
         window = self._window(s, days)
         lead = self._window(s, days + 6)  # six earlier days so the first average covers a full week
-        system = self._daily(s, None)
+        system = self._daily(s, None, lead[0])
         averages = moving_average([system.get(d) for d in lead])[6:]
         values = [system.get(d) for d in window]
         seen = [v for v in values if v is not None]
         agents = {}
-        for agent_id in s.agent_ids:
-            daily = self._daily(s, agent_id)
+        for agent_id in self._history_agents(s, lead[0]):
+            daily = self._daily(s, agent_id, lead[0])
             agent_values = [daily.get(d) for d in lead]
             known = [v for v in agent_values if v is not None]
             agents[agent_id] = {"latest": known[-1] if known else None,
@@ -443,18 +492,77 @@ class LocalDataProvider(DataProvider):
     def system_health(self) -> Payload:
         return Payload(health.current(self.disk_path), [])
 
+    def health_history(self, hours: int) -> Payload:
+        samples = sampler.history(database.get_db(), hours)
+        warnings = [] if samples else ["no health samples stored yet (HEALTH_SAMPLE_SECONDS=0 turns the sampler off)"]
+        return Payload({"hours": hours, "sample_seconds": current_app.config["HEALTH_SAMPLE_SECONDS"] or None,
+                        "samples": samples}, warnings)
+
     def recent_logs(self, limit: int, level: Optional[str]) -> Payload:
         s = self.state()
         levels = (level.upper(),) if level else None
-        return Payload(self._newest_events(s, limit, levels), s.warnings)
+        return Payload(self._merged_events(s, limit, levels), s.warnings)
 
     def system_errors(self, limit: int) -> Payload:
         s = self.state()
-        return Payload(self._newest_events(s, limit, ERROR_LEVELS), s.warnings)
+        return Payload(self._merged_events(s, limit, ERROR_LEVELS), s.warnings)
+
+    def _merged_events(self, s: OrchestratorState, limit: int, levels: Optional[tuple]) -> list[dict]:
+        """The log files' newest events and the database's events (training, API, alerts), newest first.
+
+        Orchestrator lines the database kept after the files rotated them away are included too.
+        """
+        from_files = self._newest_events(s, limit, levels)
+        severities = [lvl.lower() for lvl in levels] if levels else None
+        stored = self._from_db(s, lambda db: events.newest_events(db, limit * 2, severities)) or []
+        seen = {(e["timestamp"], e["level"], e["message"]) for e in from_files}
+        oldest_file_event = from_files[-1]["timestamp"] if len(from_files) >= limit else ""
+        extra = [e for e in map(events.as_log_event, stored)
+                 if (e["timestamp"], e["level"], e["message"]) not in seen and e["timestamp"] >= oldest_file_event]
+        # Merge by time, but keep the log's own order among its lines (its clock may jump).
+        merged, i, j = [], 0, 0
+        while len(merged) < limit and (i < len(from_files) or j < len(extra)):
+            if j >= len(extra) or (i < len(from_files) and from_files[i]["timestamp"] >= extra[j]["timestamp"]):
+                merged.append(from_files[i])
+                i += 1
+            else:
+                merged.append(extra[j])
+                j += 1
+        return merged
 
     def system_alerts(self) -> Payload:
         s = self.state()
-        return Payload(self._alerts(s), s.warnings)
+        return Payload(self._active_alerts(s, self._latest_health()), s.warnings)
+
+    def refresh_alerts(self, sample: dict) -> None:
+        s = self.state()
+        self._active_alerts(s, sample)
+
+    def _latest_health(self) -> dict:
+        return health.current(self.disk_path)
+
+    def _active_alerts(self, s: OrchestratorState, sample: dict) -> list[dict]:
+        """Current alerts, with the time each began; raised and cleared ones recorded as events."""
+        current = self._alerts(s) + self._host_alerts(sample)
+        synced = self._from_db(s, lambda db: events.sync_alerts(db, current))
+        return synced if synced is not None else current
+
+    def _host_alerts(self, sample: dict) -> list[dict]:
+        """CPU, memory and disk over their configured warning/critical thresholds."""
+        alerts = []
+        for resource, key in (("cpu", "cpu_percent"), ("memory", "memory_percent"), ("disk", "disk_percent")):
+            value = sample.get(key)
+            if value is None:
+                continue
+            limits = current_app.config
+            for severity in ("critical", "warning"):
+                limit = limits[f"ALERT_{resource.upper()}_{severity.upper()}"]
+                if value >= limit:
+                    alerts.append({"id": f"host.{resource}", "severity": severity, "source": "host",
+                                   "message": f"{resource} at {value:.0f}% (≥ {limit:g}% {severity} threshold)",
+                                   "since": sample.get("timestamp")})
+                    break
+        return alerts
 
     def _alerts(self, s: OrchestratorState) -> list[dict]:
         """Alerts the orchestrator's files raise: a failed last run, an overdue run, weak or failing agents."""

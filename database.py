@@ -17,8 +17,61 @@ from errors import error_response
 log = logging.getLogger(__name__)
 
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
-# Forward migrations: MIGRATIONS[i] takes user_version i+1 to i+2. Never drop or rewrite rows.
-MIGRATIONS: list[str] = []
+# Forward migrations: MIGRATIONS[i] takes user_version i+1 to i+2 (statements split on ";").
+# A step may rebuild a table, but it copies every row across: upgrading never loses data.
+MIGRATIONS: list[str] = [
+    # 2: natural keys so ingesting the same file twice adds nothing; training control; active alerts.
+    """
+    ALTER TABLE metrics ADD COLUMN source TEXT NOT NULL DEFAULT 'api';
+    CREATE UNIQUE INDEX idx_metrics_natural ON metrics (source, metric_type, timestamp);
+    ALTER TABLE events ADD COLUMN source TEXT;
+    ALTER TABLE events ADD COLUMN fingerprint TEXT;
+    CREATE UNIQUE INDEX idx_events_fingerprint ON events (fingerprint) WHERE fingerprint IS NOT NULL;
+    CREATE INDEX idx_events_severity_time ON events (severity, timestamp);
+    CREATE TABLE training_sessions_v2 (
+        id INTEGER PRIMARY KEY,
+        start_time TEXT,
+        end_time TEXT,
+        agents_trained INTEGER,
+        overall_improvement REAL,
+        status TEXT NOT NULL,
+        phase TEXT,
+        error_message TEXT,
+        origin TEXT NOT NULL DEFAULT 'orchestrator',
+        run_key TEXT,
+        duration_seconds REAL,
+        overall_quality REAL,
+        agents_failed INTEGER,
+        pid INTEGER,
+        command TEXT,
+        output_path TEXT,
+        exit_code INTEGER
+    );
+    INSERT INTO training_sessions_v2 (id, start_time, end_time, agents_trained, overall_improvement, status,
+                                      phase, error_message)
+        SELECT id, start_time, end_time, agents_trained, overall_improvement, status, phase, error_message
+        FROM training_sessions;
+    DROP TABLE training_sessions;
+    ALTER TABLE training_sessions_v2 RENAME TO training_sessions;
+    CREATE INDEX idx_sessions_start ON training_sessions (start_time);
+    CREATE INDEX idx_sessions_end ON training_sessions (end_time);
+    CREATE UNIQUE INDEX idx_sessions_run_key ON training_sessions (run_key) WHERE run_key IS NOT NULL;
+    CREATE UNIQUE INDEX idx_sessions_one_running ON training_sessions (status) WHERE status = 'running';
+    CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        severity TEXT NOT NULL,
+        source TEXT NOT NULL,
+        message TEXT NOT NULL,
+        since TEXT NOT NULL
+    );
+    CREATE TABLE ingested_files (
+        path TEXT PRIMARY KEY,
+        mtime_ns INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        ingested_at TEXT NOT NULL
+    )
+    """,
+]
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 
@@ -65,7 +118,9 @@ def migrate(path: Path | str) -> int:
                         if statement.strip():
                             conn.execute(statement)
                 for version in range(max(before, 1), SCHEMA_VERSION):
-                    conn.execute(MIGRATIONS[version - 1])
+                    for statement in MIGRATIONS[version - 1].split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
                 if before != SCHEMA_VERSION:
                     conn.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
                     log.info("database %s migrated from version %d to %d", path, before, SCHEMA_VERSION)

@@ -156,6 +156,12 @@ def system_health():
     return respond(provider().system_health())
 
 
+@bp.get("/system/health/history")
+def health_history():
+    """Stored host health samples of the last `hours` (1-720, default 24), oldest first."""
+    return respond(provider().health_history(int_arg("hours", 24, 1, 720)))
+
+
 @bp.get("/system/logs/recent")
 def recent_logs():
     """The newest `limit` log events (1-1000, default 50), newest first; optional `level` filter."""

@@ -67,7 +67,7 @@ def make_app(tmp_path):
 
     def make(root: Path, **config):
         settings = {"TESTING": True, "ORCHESTRATOR_PATH": root, "DATABASE_PATH": tmp_path / "db.sqlite",
-                    "LOG_FILE": None}
+                    "LOG_FILE": None, "HEALTH_SAMPLE_SECONDS": 0, "TRAINING_RUNS_DIR": tmp_path / "runs"}
         settings.update(config)
         return create_app(settings)
 

@@ -98,7 +98,7 @@ def test_training_history_lists_runs_newest_first_with_the_failed_one(client):
     assert len(runs) >= 13
     assert [r["finished_at"] for r in runs] == sorted((r["finished_at"] for r in runs), reverse=True)
     statuses = {r["status"] for r in runs}
-    assert "success" in statuses and "failed" in statuses
+    assert "completed" in statuses and "failed" in statuses
     week = client.get("/api/training/history").get_json()
     assert 0 < len(week) <= 8
 

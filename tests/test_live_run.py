@@ -49,4 +49,4 @@ def test_status_follows_a_real_run_through_its_phases(make_app, orchestrator):
     assert final["is_running"] is False and final["current_phase"] == "idle"
     assert final["progress_percent"] is None
     after = client.get("/api/training/history?days=2").get_json()
-    assert len(after) == len(before) + 1 and after[0]["status"] == "success"
+    assert len(after) == len(before) + 1 and after[0]["status"] == "completed"

@@ -1,0 +1,253 @@
+"""History that outlives the orchestrator's log retention: its files ingested into SQLite, and read back.
+
+Ingestion is idempotent: every row has a natural key (metric type + time, run end time, log line
+fingerprint), so reading the same file twice adds nothing and a changed file updates its rows.
+A file is only re-read when its (mtime, size) differs from the last ingestion.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from datetime import date, datetime, timedelta, timezone, tzinfo
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+from database import transaction, utc_now
+from events import fingerprint
+from orchestrator_state import OrchestratorState
+
+TRAINING_METRICS = "training_metrics"
+DAILY_REPORT = "daily_report"
+RUN_STATUS = {"success": "completed"}  # the orchestrator's word for a finished run, in the API's words
+EVENT_SEVERITY = {"WARNING": "warning", "ERROR": "error", "CRITICAL": "critical"}
+# How close (s) a run read from the files must be to a dashboard-started session to be the same run.
+SAME_RUN_SECONDS = 120
+
+
+def _signature(path: Path) -> Optional[tuple[int, int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def _sources(s: OrchestratorState) -> dict[str, Path]:
+    logs = s.root / "logs"
+    sources = {"metrics": logs / "training_metrics.json", "result": s.root / "holistic_training_result.json"}
+    if s.log_files:
+        sources["log"] = s.log_files[0]
+    for report in s.reports:
+        sources[f"report:{report['date']}"] = logs / f"daily_report_{report['date'].strftime('%Y%m%d')}.txt"
+    return sources
+
+
+def changed_sources(conn: sqlite3.Connection, s: OrchestratorState) -> dict[str, tuple[Path, tuple[int, int]]]:
+    """The orchestrator files whose (mtime, size) differs from their last ingestion."""
+    known = {r["path"]: (r["mtime_ns"], r["size"]) for r in conn.execute("SELECT path, mtime_ns, size FROM ingested_files")}
+    changed = {}
+    for name, path in _sources(s).items():
+        signature = _signature(path)
+        if signature is not None and known.get(str(path)) != signature:
+            changed[name] = (path, signature)
+    return changed
+
+
+def ingest(conn: sqlite3.Connection, s: OrchestratorState, runs: Callable[[], list[dict]]) -> int:
+    """Record every changed orchestrator file into the database; return how many rows were written.
+
+    `runs` lists the runs the files describe (LocalDataProvider derives them); it is only called
+    when a file that describes runs has changed.
+    """
+    if not changed_sources(conn, s):
+        return 0
+    written = 0
+    with transaction(conn):
+        changed = changed_sources(conn, s)  # again, under the write lock: another worker may have done it
+        if "metrics" in changed:
+            written += _ingest_metrics(conn, s)
+        if any(k in changed for k in ("metrics", "result", "log")):
+            written += _ingest_runs(conn, s, runs())
+        if "log" in changed:
+            written += _ingest_log_events(conn, s)
+        reports = [k for k in changed if k.startswith("report:")]
+        if reports:
+            written += _ingest_reports(conn, s, {date.fromisoformat(k.split(":", 1)[1]) for k in reports})
+        now = utc_now()
+        conn.executemany(
+            "INSERT INTO ingested_files (path, mtime_ns, size, ingested_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (path) DO UPDATE SET mtime_ns = excluded.mtime_ns, size = excluded.size,"
+            " ingested_at = excluded.ingested_at",
+            [(str(path), sig[0], sig[1], now) for path, sig in changed.values()])
+    return written
+
+
+_UPSERT_METRIC = (
+    "INSERT INTO metrics (timestamp, agent_id, metric_type, value, notes, source) VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (source, metric_type, timestamp) DO UPDATE SET agent_id = excluded.agent_id,"
+    " value = excluded.value, notes = excluded.notes"
+    " WHERE metrics.value IS NOT excluded.value OR metrics.notes IS NOT excluded.notes"
+    " OR metrics.agent_id IS NOT excluded.agent_id")
+
+
+def point_value(point: dict) -> Optional[float]:
+    """The number a metrics point stands for: its score, else its time, else its success flag."""
+    value = next((point[k] for k in ("score", "time_ms", "success") if point.get(k) is not None), None)
+    return float(value) if value is not None else None
+
+
+def _ingest_metrics(conn: sqlite3.Connection, s: OrchestratorState) -> int:
+    rows = []
+    for metric_type, points in s.metrics.items():
+        if metric_type == "training_history":
+            continue
+        agent_from_key = metric_type[: -len("_quality")] if metric_type.endswith("_quality") else None
+        for p in points:
+            extra = {k: p[k] for k in ("improvement", "time_ms") if p.get(k) is not None}
+            agent = p.get("agent") or (agent_from_key if agent_from_key and agent_from_key.startswith("agent_") else None)
+            rows.append((s.iso(p["timestamp"]), agent, metric_type, point_value(p),
+                         json.dumps(extra) if extra else None, TRAINING_METRICS))
+    before = conn.total_changes
+    conn.executemany(_UPSERT_METRIC, rows)
+    return conn.total_changes - before
+
+
+def _ingest_reports(conn: sqlite3.Connection, s: OrchestratorState, days: set[date]) -> int:
+    rows = []
+    for report in s.reports:
+        if report["date"] not in days:
+            continue
+        stamp = s.iso(datetime.combine(report["date"], datetime.min.time()))
+        rows.append((stamp, None, "system_overall_quality", report.get("system_quality"), None, DAILY_REPORT))
+        for agent in report["agents"]:
+            notes = {k: agent[k] for k in ("name", "processing_ms") if agent.get(k) is not None}
+            rows.append((stamp, agent["id"], f"{agent['id']}_quality", agent.get("quality"),
+                         json.dumps(notes) if notes else None, DAILY_REPORT))
+    before = conn.total_changes
+    conn.executemany(_UPSERT_METRIC, rows)
+    return conn.total_changes - before
+
+
+def _ingest_runs(conn: sqlite3.Connection, s: OrchestratorState, runs: Iterable[dict]) -> int:
+    written = 0
+    for run in runs:
+        key = run["finished_at"]
+        if key is None:
+            continue
+        values = dict(start_time=run["started_at"], end_time=run["finished_at"],
+                      duration_seconds=run["duration_seconds"], overall_quality=run["overall_quality"],
+                      overall_improvement=run["quality_change_percent"], agents_trained=run["agents_trained"],
+                      agents_failed=run["agents_failed"], error_message=run["error"])
+        status = RUN_STATUS.get(run["status"], run["status"])
+        existing = conn.execute("SELECT id FROM training_sessions WHERE run_key = ?", (key,)).fetchone()
+        if existing is None:
+            existing = _matching_dashboard_session(conn, run)
+        if existing is None:
+            columns = ["run_key", "status", "origin", *values]
+            conn.execute(f"INSERT INTO training_sessions ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                         (key, status, "orchestrator", *values.values()))
+            written += 1
+            continue
+        # A dashboard session keeps its own start, status and error; the files add what the run achieved.
+        conn.execute(
+            "UPDATE training_sessions SET run_key = ?, duration_seconds = ?, overall_quality = ?,"
+            " overall_improvement = ?, agents_trained = ?, agents_failed = ?,"
+            " start_time = CASE WHEN origin = 'dashboard' THEN start_time ELSE ? END,"
+            " end_time = COALESCE(end_time, ?),"
+            " status = CASE WHEN origin = 'dashboard' THEN status ELSE ? END,"
+            " error_message = CASE WHEN origin = 'dashboard' THEN COALESCE(error_message, ?) ELSE ? END"
+            " WHERE id = ?",
+            (key, values["duration_seconds"], values["overall_quality"], values["overall_improvement"],
+             values["agents_trained"], values["agents_failed"], values["start_time"], values["end_time"], status,
+             values["error_message"], values["error_message"], existing["id"]))
+        written += 1
+    return written
+
+
+def _matching_dashboard_session(conn: sqlite3.Connection, run: dict) -> Optional[sqlite3.Row]:
+    """The dashboard-started session this run from the files is, if any (it started or ended with it)."""
+    def shifted(iso: str, seconds: int) -> str:
+        t = datetime.fromisoformat(iso.replace("Z", "+00:00")) + timedelta(seconds=seconds)
+        return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    start = run["started_at"] or run["finished_at"]
+    return conn.execute(
+        "SELECT id FROM training_sessions WHERE origin = 'dashboard' AND run_key IS NULL"
+        " AND start_time BETWEEN ? AND ? ORDER BY start_time DESC LIMIT 1",
+        (shifted(start, -SAME_RUN_SECONDS), shifted(run["finished_at"], 1))).fetchone()
+
+
+def _ingest_log_events(conn: sqlite3.Connection, s: OrchestratorState) -> int:
+    rows = []
+    for event in s.recent_events:
+        severity = EVENT_SEVERITY.get(event["level"])
+        if severity is None:
+            continue
+        stamp = s.iso(event["timestamp"])
+        rows.append((stamp, "orchestrator_log", None, event["message"], severity, None, event["source"],
+                     fingerprint("log", stamp, event["level"], event["source"], event["message"])))
+    before = conn.total_changes
+    conn.executemany(
+        "INSERT OR IGNORE INTO events (timestamp, event_type, agent_id, message, severity, metadata, source,"
+        " fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    return conn.total_changes - before
+
+
+# --- reading back ---
+
+def _local_date(iso: str, tz: tzinfo) -> date:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(tz).date()
+
+
+def daily_quality(conn: sqlite3.Connection, metric_type: str, tz: tzinfo, first_day: date) -> dict[date, Optional[float]]:
+    """{local date: quality} from the reports, overlaid by the day's last metrics point."""
+    since = datetime.combine(first_day - timedelta(days=1), datetime.min.time(), timezone.utc)
+    rows = conn.execute(
+        "SELECT timestamp, value, source FROM metrics WHERE metric_type = ? AND timestamp >= ?"
+        " AND source IN (?, ?) ORDER BY source = ?, timestamp",
+        (metric_type, since.strftime("%Y-%m-%dT%H:%M:%SZ"), DAILY_REPORT, TRAINING_METRICS, TRAINING_METRICS))
+    days: dict[date, Optional[float]] = {}
+    for row in rows:
+        days[_local_date(row["timestamp"], tz)] = row["value"]
+    return {d: v for d, v in days.items() if d >= first_day}
+
+
+def quality_agents(conn: sqlite3.Connection, since_iso: str) -> set[str]:
+    """Agents with quality rows since `since_iso`."""
+    rows = conn.execute("SELECT DISTINCT agent_id FROM metrics WHERE agent_id IS NOT NULL AND timestamp >= ?"
+                        " AND metric_type = agent_id || '_quality'", (since_iso,))
+    return {r[0] for r in rows}
+
+
+def metric_points(conn: sqlite3.Connection, metric_type: str, since_iso: str) -> Optional[list[dict]]:
+    """A metric's points since `since_iso`, oldest first; None when the metric was never recorded."""
+    if conn.execute("SELECT 1 FROM metrics WHERE metric_type = ? AND source = ? LIMIT 1",
+                    (metric_type, TRAINING_METRICS)).fetchone() is None:
+        return None
+    rows = conn.execute("SELECT timestamp, agent_id, value FROM metrics WHERE metric_type = ? AND source = ?"
+                        " AND timestamp >= ? ORDER BY timestamp", (metric_type, TRAINING_METRICS, since_iso))
+    return [{"timestamp": r["timestamp"], "agent": r["agent_id"], "value": r["value"]} for r in rows]
+
+
+def runs_since(conn: sqlite3.Connection, since_iso: str, tz: tzinfo) -> list[dict]:
+    """Training runs (from the files and started here) that started or ended since `since_iso`, newest first."""
+    rows = conn.execute(
+        "SELECT id, origin, start_time, end_time, duration_seconds, overall_quality, overall_improvement,"
+        " agents_trained, agents_failed, status, error_message FROM training_sessions"
+        " WHERE COALESCE(end_time, start_time) >= ? ORDER BY COALESCE(end_time, start_time) DESC, id DESC",
+        (since_iso,))
+    runs = []
+    for r in rows:
+        stamp = r["start_time"] or r["end_time"]
+        duration = r["duration_seconds"]
+        if duration is None and r["start_time"] and r["end_time"]:
+            end = datetime.fromisoformat(r["end_time"].replace("Z", "+00:00"))
+            duration = round((end - datetime.fromisoformat(r["start_time"].replace("Z", "+00:00"))).total_seconds(), 2)
+        runs.append({"date": _local_date(stamp, tz).isoformat(), "started_at": r["start_time"],
+                     "finished_at": r["end_time"], "duration_seconds": duration,
+                     "overall_quality": r["overall_quality"], "quality_change_percent": r["overall_improvement"],
+                     "agents_trained": r["agents_trained"], "agents_failed": r["agents_failed"],
+                     "status": r["status"], "error": r["error_message"],
+                     "session_id": r["id"] if r["origin"] == "dashboard" else None, "origin": r["origin"]})
+    return runs

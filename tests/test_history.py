@@ -1,0 +1,157 @@
+"""History in SQLite: ingestion, what survives the orchestrator deleting files, events, alerts, health history."""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+import sampler
+
+
+def count(db_path, table: str) -> int:
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "db.sqlite"
+
+
+def test_ingesting_the_same_files_twice_adds_nothing(make_app, orchestrator, db_path):
+    client = make_app(orchestrator()).test_client()
+    first = client.get("/api/metrics/trends?days=30").get_json()
+    rows = {t: count(db_path, t) for t in ("metrics", "training_sessions", "events")}
+    assert rows["metrics"] > 100 and rows["training_sessions"] >= 13 and rows["events"] >= 1
+    # A second app (another worker) over the same files and database.
+    again = make_app(orchestrator()).test_client()
+    assert again.get("/api/metrics/trends?days=30").get_json() == first
+    again.get("/api/training/history?days=30")
+    assert {t: count(db_path, t) for t in rows} == rows
+
+
+def test_a_changed_metrics_file_updates_its_rows(make_app, orchestrator, db_path):
+    root = orchestrator()
+    client = make_app(root).test_client()
+    before = client.get("/api/metrics/history/agent_1_quality?days=30").get_json()["points"]
+    rows = count(db_path, "metrics")
+    path = root / "logs" / "training_metrics.json"
+    data = json.loads(path.read_text())
+    data["agent_1_quality"][-1]["score"] = 1.25
+    path.write_text(json.dumps(data))
+    after = make_app(root).test_client().get("/api/metrics/history/agent_1_quality?days=30").get_json()["points"]
+    assert after[-1]["value"] == 1.25 and before[-1]["value"] != 1.25
+    assert after[:-1] == before[:-1]
+    assert count(db_path, "metrics") == rows
+
+
+def test_history_outlives_the_files_the_orchestrator_deletes(make_app, orchestrator):
+    root = orchestrator()
+    client = make_app(root).test_client()
+    urls = ["/api/training/history?days=30", "/api/metrics/trends?days=30", "/api/metrics/quality?days=30",
+            "/api/metrics/history/system_overall_quality?days=30"]
+    before = {url: client.get(url).get_json() for url in urls}
+    assert len(before[urls[0]]) >= 13
+    # Retention: every daily report gone, the metrics file keeps only its newest point per series.
+    for report in (root / "logs").glob("daily_report_*.txt"):
+        report.unlink()
+    path = root / "logs" / "training_metrics.json"
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({key: points[-1:] for key, points in data.items()}))
+    after_client = make_app(root).test_client()
+    for url in urls:
+        after = after_client.get(url).get_json()
+        if isinstance(after, dict):
+            after.pop("warnings", None), before[url].pop("warnings", None)
+        assert after == before[url], url
+
+
+def test_history_falls_back_to_the_files_when_the_database_is_unusable(make_app, orchestrator, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    client = make_app(orchestrator(), DATABASE_PATH=blocker / "db.sqlite").test_client()
+    response = client.get("/api/training/history?days=30")
+    assert response.status_code == 200 and len(response.get_json()) >= 13
+    assert "database unavailable" in response.headers["X-Data-Warnings"]
+    trends = client.get("/api/metrics/trends?days=30").get_json()
+    assert any(v is not None for v in trends["system"])
+    assert any("database unavailable" in w for w in trends["warnings"])
+    assert client.post("/api/storyboard/project/create", json={"name": "x"}).status_code == 503
+
+
+def test_orchestrator_errors_are_kept_as_events(make_app, orchestrator, db_path):
+    root = orchestrator()
+    client = make_app(root).test_client()
+    errors = client.get("/api/system/errors?limit=100").get_json()
+    assert any("Holistic training failed" in e["message"] for e in errors)
+    with sqlite3.connect(db_path) as conn:
+        stored = conn.execute("SELECT message FROM events WHERE event_type = 'orchestrator_log'"
+                              " AND severity = 'error'").fetchall()
+    assert any("Holistic training failed" in m for (m,) in stored)
+    # Logs rotated away: the errors are still listed, from the database.
+    for log in (root / "logs").glob("*.log"):
+        log.unlink()
+    later = make_app(root).test_client().get("/api/system/errors?limit=100").get_json()
+    assert any("Holistic training failed" in e["message"] for e in later)
+
+
+def test_api_errors_become_events(make_app, orchestrator, tmp_path):
+    root = orchestrator()
+    db = tmp_path / "db.sqlite"
+    client = make_app(root).test_client()
+    with sqlite3.connect(db) as conn:  # a database the app can no longer write to
+        conn.execute("CREATE TRIGGER no_projects BEFORE INSERT ON storyboard_projects"
+                     " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    response = client.post("/api/storyboard/project/create", json={"name": "x"})
+    assert response.status_code == 503 and "Traceback" not in response.get_data(as_text=True)
+    errors = client.get("/api/system/errors?limit=200").get_json()
+    assert any(e["source"] == "api" and "answered 503" in e["message"] for e in errors)
+    assert client.get("/api/dashboard/quick-stats").get_json()["errors_24h"] >= 1
+
+
+def test_host_alerts_fire_and_clear_with_events(make_app, orchestrator):
+    root = orchestrator()
+    hot = make_app(root, ALERT_DISK_WARNING=0.0, ALERT_DISK_CRITICAL=100.0).test_client()
+    alerts = {a["id"]: a for a in hot.get("/api/system/alerts").get_json()}
+    assert alerts["host.disk"]["severity"] == "warning" and alerts["host.disk"]["since"].endswith("Z")
+    again = {a["id"]: a for a in hot.get("/api/system/alerts").get_json()}
+    assert again["host.disk"]["since"] == alerts["host.disk"]["since"]
+    calm = make_app(root).test_client()  # default thresholds: 85 % / 95 %
+    assert "host.disk" not in {a["id"] for a in calm.get("/api/system/alerts").get_json()}
+    log = calm.get("/api/system/logs/recent?limit=500").get_json()
+    messages = [e["message"] for e in log if e["source"] == "alerts"]
+    assert any(m.startswith("alert raised: disk at") for m in messages)
+    assert any(m.startswith("alert cleared: disk at") for m in messages)
+
+
+def test_alert_since_is_kept_while_it_stays_active(make_app, orchestrator, db_path):
+    client = make_app(orchestrator(), QUALITY_THRESHOLD=9.5).test_client()
+    first = {a["id"]: a["since"] for a in client.get("/api/system/alerts").get_json()}
+    assert any(i.endswith(".low_quality") for i in first)
+    second = {a["id"]: a["since"] for a in client.get("/api/system/alerts").get_json()}
+    assert second == first
+    with sqlite3.connect(db_path) as conn:
+        raised = conn.execute("SELECT COUNT(*) FROM events WHERE event_type = 'alert_raised'").fetchone()[0]
+    assert raised == len(first)
+
+
+def test_health_history_serves_stored_samples(make_app, orchestrator, db_path):
+    client = make_app(orchestrator()).test_client()
+    empty = client.get("/api/system/health/history").get_json()
+    assert empty["samples"] == [] and empty["hours"] == 24 and empty["warnings"]
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    sample = {"timestamp": "2000-01-01T00:00:00Z", "cpu_percent": 1.0, "memory_percent": 2.0,
+              "disk_percent": 3.0, "uptime_seconds": 4, "active_connections": 5}
+    sampler.store_sample(conn, sample)  # older than any retention
+    from health import read_sample
+    fresh = read_sample()
+    sampler.store_sample(conn, fresh)
+    body = client.get("/api/system/health/history?hours=1").get_json()
+    assert [s["timestamp"] for s in body["samples"]] == [fresh["timestamp"]]
+    assert body["samples"][0]["memory_percent"] == round(fresh["memory_percent"], 1)
+    assert sampler.prune(conn, retention_days=30) == 1
+    assert count(db_path, "system_health") == 1
+    for bad in ("0", "721", "x"):
+        response = client.get(f"/api/system/health/history?hours={bad}")
+        assert response.status_code == 400 and "hours" in response.get_json()["error"]
