@@ -8,11 +8,14 @@ import time
 
 from dotenv import load_dotenv
 from flask import Flask, g, request
+from flask_cors import CORS
 
+import auth
 import database
 import errors
 import events
 import routes
+import stream
 from config import PROJECT_DIR, load_config
 from data_providers import DataProviderFactory
 from sampler import Sampler
@@ -71,12 +74,34 @@ def create_app(test_config: dict | None = None) -> Flask:
     log_requests(app)
     database.init_app(app)
     errors.init_app(app)
+    auth.init_app(app)
     app.extensions["provider"] = DataProviderFactory.get_provider(settings["ENVIRONMENT"], settings)
     app.extensions["started_at"] = time.monotonic()
     app.register_blueprint(routes.bp)
     app.register_blueprint(routes.pages)
+    app.register_blueprint(stream.bp)
+    enable_cors(app)
     start_sampler(app)
     return app
+
+
+def enable_cors(app: Flask) -> None:
+    """Let the browsers of CORS_ORIGINS (exact strings) call /api/; never credentials, never others."""
+    origins = app.config["CORS_ORIGINS"]
+    if not origins:
+        return
+    if "*" not in origins:
+        @app.after_request  # registered first, so it runs after flask-cors' own hook
+        def exact_origins_only(response):
+            # flask-cors compares origins case-insensitively; browsers send them lower-case, so an
+            # origin that differs from the configured string in any way is refused.
+            response.vary.add("Origin")
+            if request.headers.get("Origin") not in origins:
+                for header in [h for h in response.headers.keys() if h.lower().startswith("access-control-")]:
+                    del response.headers[header]
+            return response
+    CORS(app, resources={r"/api/*": {"origins": "*" if "*" in origins else origins}},
+         methods=["GET", "POST", "OPTIONS"], supports_credentials=False, expose_headers=["X-Data-Warnings", "Content-Disposition"], max_age=600)
 
 
 def start_sampler(app: Flask) -> None:

@@ -7,6 +7,9 @@ from typing import Any, Mapping
 PROJECT_DIR = Path(__file__).resolve().parent
 VERSION = "2.0.0"
 
+# The React dev servers (create-react-app and Vite) on this machine.
+DEV_ORIGINS = "http://localhost:3000,http://127.0.0.1:3000,http://localhost:5173,http://127.0.0.1:5173"
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -76,6 +79,12 @@ def load_config(environ: Mapping[str, str]) -> dict[str, Any]:
         "CLOUD_TIMEOUT_SECONDS": _number(environ, "CLOUD_TIMEOUT_SECONDS", 10, 0.1, 300),
         "CLOUD_ALLOW_INSECURE_HTTP": _bool(environ, "CLOUD_ALLOW_INSECURE_HTTP", False),
         "CLOUD_CACHE_SECONDS": _number(environ, "CLOUD_CACHE_SECONDS", 2, 0, 3600),
+        # Browser access: exact origins allowed to call the API (comma list); live stream limits
+        "CORS_ORIGINS": [o.strip().rstrip("/") for o in environ.get("CORS_ORIGINS", DEV_ORIGINS).split(",") if o.strip()],
+        "STREAM_MAX_CLIENTS": _number(environ, "STREAM_MAX_CLIENTS", 4, 0, 1000, int),
+        "STREAM_HEARTBEAT_SECONDS": _number(environ, "STREAM_HEARTBEAT_SECONDS", 15, 0.1, 300),
+        "STREAM_HEALTH_SECONDS": _number(environ, "STREAM_HEALTH_SECONDS", 5, 0.1, 3600),
+        "STREAM_MAX_SECONDS": _number(environ, "STREAM_MAX_SECONDS", 600, 1, 86400),
         "API_KEY": environ.get("API_KEY", "").strip(),
         "REQUIRE_AUTH_FOR_READS": _bool(environ, "REQUIRE_AUTH_FOR_READS", False),
     }

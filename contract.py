@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 Num = Optional[float]
 Time = Optional[str]  # ISO 8601 UTC with Z
@@ -110,6 +110,7 @@ class TrainingStatus(WithWarnings):
     estimated_time_remaining_sec: Optional[int]
     started_at: Time
     phase_durations: PhaseDurations
+    session_id: Optional[int]  # the running dashboard-started session, else null
 
 
 class TrainingRun(Shape):
@@ -125,6 +126,33 @@ class TrainingRun(Shape):
     error: Optional[str]
     session_id: Optional[int]
     origin: Literal["orchestrator", "dashboard"]
+
+
+SessionStatus = Literal["running", "stopping", "completed", "failed", "stopped"]
+
+
+class TrainingStarted(WithWarnings):
+    """POST /api/training/start answer (202)."""
+
+    session_id: int
+    status: Literal["running"]
+    started_at: str
+
+
+class TrainingSession(WithWarnings):
+    """A training session: GET /api/training/session/<id>, POST /api/training/stop (status "stopping" = 202)."""
+
+    session_id: int
+    status: SessionStatus
+    origin: str
+    started_at: Time
+    ended_at: Time
+    duration_seconds: Num
+    exit_code: Optional[int]
+    error_message: Optional[str]
+    pid: Optional[int]
+    command: Optional[str]
+    output_path: Optional[str]
 
 
 class TrainingSchedule(WithWarnings):
@@ -270,6 +298,12 @@ class NewProject(Shape):
     scenes: list[NewScene] = Field(default_factory=list, max_length=500)
 
 
+class StartTraining(Shape):
+    """POST /api/training/start body (optional): {"force": true} starts despite a stale log run."""
+
+    force: StrictBool = False
+
+
 # Metric-quality's shape has agent ids as keys, so it is checked by hand:
 # {"timestamps": [dates], "system": [...], "<agent_id>": [...], "warnings": [...]}, arrays aligned.
 
@@ -282,6 +316,9 @@ RESPONSES = {
     "training_status": TrainingStatus,
     "training_history": list[TrainingRun],
     "training_schedule": TrainingSchedule,
+    "training_start": TrainingStarted,
+    "training_stop": TrainingSession,
+    "training_session": TrainingSession,
     "metric_history": MetricHistory,
     "metrics_comparison": list[ComparisonRow],
     "metrics_trends": Trends,

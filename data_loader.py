@@ -219,7 +219,7 @@ def _load_json(path: Path):
 def _json_object(path: Path):
     """(dict|None, warnings): _load_json, refusing anything but a JSON object."""
     obj, warnings = _load_json(path)
-    if obj is not None and not isinstance(obj, dict):
+    if (obj is None and not warnings) or (obj is not None and not isinstance(obj, dict)):
         return None, warnings + [f"{path.name}: not a JSON object"]
     return obj, warnings
 

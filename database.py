@@ -4,7 +4,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
 import sqlite3
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,6 +57,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE training_sessions_v2 RENAME TO training_sessions;
     CREATE INDEX idx_sessions_start ON training_sessions (start_time);
     CREATE INDEX idx_sessions_end ON training_sessions (end_time);
+    CREATE INDEX idx_sessions_last_seen ON training_sessions (COALESCE(end_time, start_time));
     CREATE UNIQUE INDEX idx_sessions_run_key ON training_sessions (run_key) WHERE run_key IS NOT NULL;
     CREATE UNIQUE INDEX idx_sessions_one_running ON training_sessions (status) WHERE status = 'running';
     CREATE TABLE alerts (
@@ -84,7 +87,18 @@ def connect(path: Path | str) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), timeout=5.0, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 5000")
-    conn.execute("PRAGMA journal_mode = WAL")
+    # Turning a new file to WAL takes an exclusive lock that SQLite does not wait for (busy_timeout does
+    # not apply): when several processes open a new file at once, retry for as long as busy_timeout.
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                conn.close()
+                raise
+            time.sleep(0.01)
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
@@ -97,9 +111,32 @@ def transaction(conn: sqlite3.Connection):
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite may have rolled back already (disk full): keep the real error
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+    _bound_wal(conn)
+
+
+# Under writes that never pause (several processes), the automatic PASSIVE checkpoints never get to
+# reset the WAL, which then grows without bound: the writer that finds it past this size truncates it.
+WAL_LIMIT_BYTES = 16 * 1024 * 1024
+
+
+def _bound_wal(conn: sqlite3.Connection) -> None:
+    """Checkpoint and truncate the WAL when it is past WAL_LIMIT_BYTES, waiting at most 100 ms for readers."""
+    try:
+        name = conn.execute("PRAGMA database_list").fetchone()[2]
+        if not name or os.stat(f"{name}-wal").st_size <= WAL_LIMIT_BYTES:
+            return
+        timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+        conn.execute("PRAGMA busy_timeout = 100")
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
+    except (OSError, sqlite3.Error) as err:  # the commit is done: never report it as failed
+        log.debug("WAL checkpoint skipped: %s", err)
 
 
 def migrate(path: Path | str) -> int:

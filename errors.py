@@ -12,16 +12,17 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """An error the client should see: an HTTP status and a message naming what is wrong."""
 
-    def __init__(self, status: int, message: str, param: str | None = None):
+    def __init__(self, status: int, message: str, param: str | None = None, extra: dict | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
+        self.extra = extra or {}  # more keys for the body, e.g. the running session_id of a 409
 
 
-def error_response(status: int, message: str):
-    """Return the contract's JSON error body with `status`."""
-    response = jsonify({"error": message, "status": status})
+def error_response(status: int, message: str, extra: dict | None = None):
+    """Return the contract's JSON error body with `status` (plus any `extra` keys)."""
+    response = jsonify({"error": message, "status": status, **(extra or {})})
     response.status_code = status
     return response
 
@@ -35,7 +36,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def handle_api_error(err: ApiError):
-        return error_response(err.status, err.message)
+        return error_response(err.status, err.message, err.extra)
 
     @app.errorhandler(HTTPException)
     def handle_http_error(err: HTTPException):

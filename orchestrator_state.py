@@ -9,7 +9,7 @@ import re
 from datetime import datetime, timedelta, tzinfo
 from functools import cached_property
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from croniter import croniter
 
@@ -25,9 +25,13 @@ DEFAULT_RUN_TIMEOUT = 1800.0
 class OrchestratorState:
     """A read-only view of one orchestrator folder, in the orchestrator's time zone."""
 
-    def __init__(self, root: Path, tz: tzinfo, now: Optional[datetime] = None):
+    def __init__(self, root: Path, tz: tzinfo, now: Optional[datetime] = None,
+                 run_ended: Optional[Callable[[Optional[str]], Optional[str]]] = None):
         self.root = Path(root)
         self.tz = tz
+        # Given the UTC start of a run the log shows unfinished: why it has in fact ended (its
+        # supervisor saw it end, e.g. killed without a final line), or None. Set by the provider.
+        self.run_ended = run_ended
         self.now = (now or datetime.now(tz)).astimezone(tz).replace(tzinfo=None)
         self.warnings: list[str] = []
 
@@ -173,6 +177,12 @@ class OrchestratorState:
                 f"logs: the run started {self.iso(progress.get('started_at'))} never finished "
                 f"(no log line since {self.iso(last)}); treated as not running")
             running = False
+        if running and self.run_ended is not None:
+            reason = self.run_ended(self.iso(progress.get("started_at")))
+            if reason:
+                self.warnings.append(f"logs: the run started {self.iso(progress.get('started_at'))} has no final"
+                                     f" line, but {reason}; treated as not running")
+                running = False
         progress["running"] = bool(running)
         return progress
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 import database
 from config import VERSION
-from contract import NewProject, Payload
+from contract import NewProject, Payload, StartTraining
 from errors import ApiError
 from validation import check_id, choice_arg, days_arg, int_arg, limit_arg
 
@@ -30,6 +30,7 @@ def provider():
 def respond(payload: Payload, status: int = 200):
     """JSON for a provider answer: objects carry `warnings`; lists carry them in X-Data-Warnings."""
     data, warnings = payload
+    status = getattr(payload, "status", None) or status  # the cloud provider passes the upstream's status on
     warnings = list(dict.fromkeys(warnings))
     if isinstance(data, dict):
         response = jsonify({**data, "warnings": warnings})
@@ -120,6 +121,27 @@ def training_history():
 def training_schedule():
     """The cron schedule, its description, whether enabled, and the next run."""
     return respond(provider().training_schedule())
+
+
+@bp.post("/training/start")
+def training_start():
+    """Start a training run (body {"force": bool} optional); 202 with the session, 409 while one runs."""
+    body = json_body() if request.get_data(cache=True) else {}
+    return respond(provider().start_training(validated(StartTraining, body).force), 202)
+
+
+@bp.post("/training/stop")
+def training_stop():
+    """Stop the running training (SIGTERM, SIGKILL after the grace); 200 once ended, 202 while stopping."""
+    payload = provider().stop_training()
+    stopping = isinstance(payload.data, dict) and payload.data.get("status") == "stopping"
+    return respond(payload, 202 if stopping else 200)
+
+
+@bp.get("/training/session/<int:session_id>")
+def training_session(session_id):
+    """One dashboard training session: status, start and end, exit code, error message."""
+    return respond(provider().training_session(session_id))
 
 
 # --- metrics ---

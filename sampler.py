@@ -36,6 +36,15 @@ def latest_sample(conn: sqlite3.Connection) -> Optional[dict]:
     return dict(row) if row else None
 
 
+def recent_average(conn: sqlite3.Connection, column: str, seconds: int) -> Optional[float]:
+    """The mean of `column` over the samples of the last `seconds`, or None without samples."""
+    if column not in SAMPLE_COLUMNS:
+        raise ValueError(f"unknown health column {column!r}")
+    since = (datetime.now(timezone.utc) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    row = conn.execute(f"SELECT AVG({column}) FROM system_health WHERE timestamp >= ?", (since,)).fetchone()
+    return None if row[0] is None else round(row[0], 1)
+
+
 def history(conn: sqlite3.Connection, hours: int, max_points: int = 720) -> list[dict]:
     """Readings of the last `hours`, oldest first, averaged into at most `max_points` equal buckets."""
     since = datetime.now(timezone.utc) - timedelta(hours=hours)
@@ -110,7 +119,10 @@ class Sampler:
                     sample = health.read_sample(self.disk_path)
                     store_sample(conn, sample)
                     if self.on_sample is not None:
-                        self.on_sample(conn, sample)
+                        try:
+                            self.on_sample(conn, sample)
+                        except Exception:  # noqa: BLE001 - a failing callback must not end sampling
+                            log.exception("health sampler: on_sample failed")
                     if time.monotonic() - last_prune > PRUNE_EVERY_SECONDS:
                         prune(conn, self.retention_days)
                         last_prune = time.monotonic()

@@ -170,7 +170,7 @@ def test_endpoints_lists_every_route(client):
     rows = client.get("/api/endpoints").get_json()
     paths = {r["path"] for r in rows}
     assert {"/api/dashboard/overview", "/api/storyboard/project/create", "/api/logs/export"} <= paths
-    assert len([p for p in paths if p.startswith("/api/")]) >= 23
+    assert len([p for p in paths if p.startswith("/api/")]) >= 25
     assert all(r["description"] for r in rows)
 
 

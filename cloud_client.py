@@ -1,0 +1,382 @@
+"""The HTTP layer of the cloud provider: pooled, retrying sessions per thread; upstream failures as ApiError.
+
+Rules (README "Cloud mode"):
+- one `requests.Session` per thread and per kind (reads, writes): sessions are not documented thread-safe
+  and gunicorn runs gthread workers;
+- GETs are retried on connection errors and on 429/502/503/504 (3 times, exponential backoff, Retry-After
+  honoured up to BACKOFF_MAX seconds; a longer Retry-After is not waited for). A read timeout is not retried:
+  a slow upstream stays slow, and one wait of CLOUD_TIMEOUT_SECONDS is the most a request should cost;
+- POSTs are never retried;
+- redirects are never followed (a redirect is a 502): the key must not travel to another host;
+- the key is sent only as `Authorization: Bearer <key>` and never appears in a log line or an error message.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import threading
+import time
+from typing import Any, Callable, Iterator, NamedTuple, Optional
+from urllib.parse import urlsplit
+
+import requests
+import requests.auth
+import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ReadTimeoutError, ResponseError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
+from urllib3.util.retry import Retry
+
+from config import VERSION, ConfigError
+from errors import ApiError
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 3.05          # seconds; a little over a multiple of 3 s, the TCP retransmission window
+RETRIES = 3                     # retries after the first attempt, GET only
+BACKOFF_FACTOR = 0.3            # sleeps 0, 0.6, 1.2 s between the attempts
+BACKOFF_MAX = 2.0               # cap of a backoff and of a Retry-After we are willing to wait
+RETRY_STATUSES = (429, 502, 503, 504)
+PASS_THROUGH = frozenset({400, 404, 409})   # the upstream's own answer about the client's request
+MAX_MESSAGE = 300               # characters of an upstream error message passed along
+MAX_ERROR_BODY = 16 * 1024      # bytes of an upstream error body read for its message
+STREAM_CHUNK = 64 * 1024        # largest read of a streamed answer
+MAX_LINE = 1024 * 1024          # longest line of a streamed answer
+REDACTED = "[redacted]"
+
+
+class CloudRetry(Retry):
+    """urllib3 Retry that never retries a read timeout and does not wait for a Retry-After over backoff_max.
+
+    urllib3's backoff_max caps only the computed backoff; a Retry-After of 60 s would be slept in full. Here a
+    Retry-After longer than backoff_max ends the retries at once (the 429/503 answer is then returned).
+    """
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        if isinstance(error, ReadTimeoutError):
+            raise error.with_traceback(_stacktrace)
+        if response is not None and self.respect_retry_after_header:
+            wait = self._retry_after(response)
+            if wait is not None and wait > self.backoff_max:
+                raise MaxRetryError(_pool, url, ResponseError(f"Retry-After {wait:.0f}s exceeds {self.backoff_max}s"))
+        return super().increment(method=method, url=url, response=response, error=error, _pool=_pool,
+                                 _stacktrace=_stacktrace)
+
+    def _retry_after(self, response) -> Optional[float]:
+        try:
+            return super().get_retry_after(response)
+        except Exception:  # an unparsable Retry-After: fall back to the exponential backoff
+            return None
+
+    def get_retry_after(self, response) -> Optional[float]:
+        seconds = self._retry_after(response)
+        return None if seconds is None else min(seconds, self.backoff_max)
+
+
+def read_retry() -> CloudRetry:
+    """The retry policy of GETs."""
+    return CloudRetry(total=RETRIES, backoff_factor=BACKOFF_FACTOR, backoff_max=BACKOFF_MAX,
+                      status_forcelist=RETRY_STATUSES, allowed_methods=frozenset({"GET"}),
+                      respect_retry_after_header=True, raise_on_status=False, raise_on_redirect=False)
+
+
+def write_retry() -> CloudRetry:
+    """The retry policy of POSTs: none at all (a POST may have reached the upstream before failing)."""
+    # allowed_methods must not be empty: urllib3 treats an empty set as "every method".
+    return CloudRetry(total=0, connect=0, read=False, status=0, redirect=0, allowed_methods=frozenset({"GET"}),
+                      respect_retry_after_header=False, raise_on_status=False, raise_on_redirect=False)
+
+
+class BearerAuth(requests.auth.AuthBase):
+    """Adds `Authorization: Bearer <key>` to each request; its repr does not show the key."""
+
+    def __init__(self, key: str):
+        self._key = key
+
+    def __call__(self, request):
+        request.headers["Authorization"] = f"Bearer {self._key}"
+        return request
+
+    def __repr__(self) -> str:
+        return "BearerAuth(***)"
+
+
+class Answer(NamedTuple):
+    """A successful (2xx) upstream answer."""
+
+    status: int
+    body: Any
+    headers: Any
+
+
+class CloudClient:
+    """GET/POST JSON against CLOUD_API_URL with CLOUD_API_KEY; every failure is an ApiError (502/504/4xx)."""
+
+    def __init__(self, base_url: str, api_key: str, read_timeout: float, allow_insecure_http: bool = False):
+        self.base_url = check_base_url(base_url, allow_insecure_http)
+        self._key = check_key(api_key, "CLOUD_API_KEY")
+        self.read_timeout = float(read_timeout)
+        self.timeout = (CONNECT_TIMEOUT, self.read_timeout)
+        self._local = threading.local()
+
+    @classmethod
+    def from_config(cls, config: dict) -> "CloudClient":
+        """The client for ENVIRONMENT=cloud; ConfigError naming the variable when the settings cannot work."""
+        if not config.get("CLOUD_API_URL"):
+            raise ConfigError("ENVIRONMENT=cloud needs CLOUD_API_URL, the base URL of the cloud API "
+                              "(e.g. https://dashboard.example.com, without /api)")
+        if not config.get("CLOUD_API_KEY"):
+            raise ConfigError("ENVIRONMENT=cloud needs CLOUD_API_KEY, the key the cloud API expects as "
+                              "Authorization: Bearer <key>")
+        return cls(config["CLOUD_API_URL"], config["CLOUD_API_KEY"], config.get("CLOUD_TIMEOUT_SECONDS", 10),
+                   bool(config.get("CLOUD_ALLOW_INSECURE_HTTP")))
+
+    # --- sessions ---
+
+    def _session(self, kind: str) -> requests.Session:
+        sessions = getattr(self._local, "sessions", None)
+        if sessions is None:
+            sessions = self._local.sessions = {}
+        if kind not in sessions:
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=4,
+                                  max_retries=read_retry() if kind == "read" else write_retry())
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            # As session.auth (not a default header) so requests never swaps in .netrc credentials.
+            session.auth = BearerAuth(self._key)
+            session.headers.update({"Accept": "application/json",
+                                    "User-Agent": f"training-dashboard/{VERSION} (cloud provider)"})
+            sessions[kind] = session
+        return sessions[kind]
+
+    def close(self) -> None:
+        """Close this thread's sessions (their pooled connections)."""
+        for session in (getattr(self._local, "sessions", None) or {}).values():
+            session.close()
+        self._local.sessions = {}
+
+    # --- requests ---
+
+    def get_json(self, path: str, params: Optional[dict] = None) -> Answer:
+        """GET {base}{path}?params as JSON; retried per read_retry()."""
+        response = self._send("GET", path, params=params)
+        return Answer(response.status_code, self._json(response, "GET", path), response.headers)
+
+    def post_json(self, path: str, body: dict) -> Answer:
+        """POST a JSON body; never retried. 2xx passes through with its status, 400/404/409 as ApiError."""
+        response = self._send("POST", path, json_body=body)
+        return Answer(response.status_code, self._json(response, "POST", path), response.headers)
+
+    def stream_lines(self, path: str, params: Optional[dict] = None) -> Iterator[bytes]:
+        """Open a streamed GET now (so its failure is an ApiError here) and return an iterator of its lines."""
+        response = self._send("GET", path, params=params, stream=True)
+
+        def lines() -> Iterator[bytes]:
+            # read1 hands over whatever has arrived (iter_lines would wait for a full 64 KiB chunk).
+            pending = b""
+            try:
+                while data := response.raw.read1(STREAM_CHUNK, decode_content=True):
+                    *complete, pending = (pending + data).split(b"\n")
+                    yield from (line for line in complete if line.strip())
+                    if len(pending) > MAX_LINE:
+                        raise ApiError(502, f"upstream stream on GET {path} has a line over {MAX_LINE} bytes")
+                if pending.strip():
+                    yield pending
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                raise self._failure(exc, "GET", path) from None
+            finally:
+                response.close()
+
+        return lines()
+
+    def _send(self, method: str, path: str, params: Optional[dict] = None, json_body: Optional[dict] = None,
+              stream: bool = False) -> requests.Response:
+        session = self._session("read" if method == "GET" else "write")
+        started = time.monotonic()
+        try:
+            response = session.request(method, self.base_url + path, params=params, json=json_body,
+                                       timeout=self.timeout, allow_redirects=False, stream=stream)
+        except (requests.RequestException, OSError, ValueError) as exc:
+            raise self._failure(exc, method, path) from None
+        except Exception as exc:  # e.g. a urllib3 error requests does not wrap
+            if type(exc).__module__.startswith(("urllib3", "requests", "http")):
+                raise self._failure(exc, method, path) from None
+            raise
+        log.debug("cloud %s %s -> %s in %.0fms", method, path, response.status_code,
+                  (time.monotonic() - started) * 1000)
+        if not 200 <= response.status_code < 300:
+            try:
+                raise self._status_error(response, method, path)
+            finally:
+                response.close()
+        return response
+
+    # --- failures ---
+
+    def redact(self, text: str) -> str:
+        """`text` without the key (an upstream may echo what it was sent)."""
+        return text.replace(self._key, REDACTED) if self._key else text
+
+    def _failure(self, exc: BaseException, method: str, path: str) -> ApiError:
+        """The ApiError for a request that got no answer. The exception's text is never used: it may carry
+        request details; only its class is logged."""
+        if timed_out(exc):
+            log.warning("cloud %s %s: upstream timed out (%s)", method, path, type(exc).__name__)
+            return ApiError(504, f"upstream timed out: no answer to {method} {path} within "
+                                 f"{self.read_timeout:g}s (CLOUD_TIMEOUT_SECONDS)")
+        if isinstance(exc, requests.exceptions.SSLError):
+            log.warning("cloud %s %s: TLS failed (%s)", method, path, type(exc).__name__)
+            return ApiError(502, f"upstream unreachable: TLS handshake failed on {method} {path}")
+        if isinstance(exc, (requests.ConnectionError, urllib3.exceptions.ProtocolError, OSError)):
+            log.warning("cloud %s %s: connection failed (%s)", method, path, type(exc).__name__)
+            return ApiError(502, f"upstream unreachable: could not connect or the connection broke on "
+                                 f"{method} {path}")
+        log.warning("cloud %s %s: request failed (%s)", method, path, type(exc).__name__)
+        return ApiError(502, f"upstream request failed on {method} {path} ({type(exc).__name__})")
+
+    def _status_error(self, response: requests.Response, method: str, path: str) -> ApiError:
+        status = response.status_code
+        log.warning("cloud %s %s: upstream answered HTTP %s", method, path, status)
+        if 300 <= status < 400:
+            return ApiError(502, f"upstream answered a redirect (HTTP {status}) to {method} {path}; redirects "
+                                 "are not followed (check CLOUD_API_URL)")
+        if status in (401, 403):
+            return ApiError(502, f"upstream rejected the credentials (HTTP {status}) on {method} {path}; "
+                                 "check CLOUD_API_KEY")
+        if status in PASS_THROUGH:
+            message, extra = self._upstream_error(response)
+            return ApiError(status, message or f"upstream answered HTTP {status}", extra=extra)
+        retried = f" after {RETRIES} retries" if method == "GET" and status in RETRY_STATUSES else ""
+        if status == 429:
+            return ApiError(502, f"upstream is rate limiting (HTTP 429){retried} on {method} {path}")
+        if status >= 500:
+            return ApiError(502, f"upstream failed with HTTP {status}{retried} on {method} {path}")
+        return ApiError(502, f"upstream answered an unexpected HTTP {status} on {method} {path}")
+
+    def _upstream_error(self, response: requests.Response) -> tuple[Optional[str], dict]:
+        """The `error` of an upstream JSON error body (shortened, printable, without the key) and its other
+        keys (e.g. the running session_id of a 409), also without the key."""
+        try:
+            body = json.loads(next(response.iter_content(MAX_ERROR_BODY), b"") or b"null")
+        except (ValueError, requests.RequestException, OSError):
+            return None, {}
+        if not isinstance(body, dict):
+            return None, {}
+        message = body.get("error")
+        if isinstance(message, str) and message.strip():
+            message = "".join(ch if ch.isprintable() else " " for ch in self.redact(message))[:MAX_MESSAGE]
+        else:
+            message = None
+        extra = {k: self._redact_json(v) for k, v in body.items() if k not in ("error", "status")}
+        return message, extra
+
+    def _redact_json(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, list):
+            return [self._redact_json(v) for v in value]
+        if isinstance(value, dict):
+            return {self.redact(str(k)): self._redact_json(v) for k, v in value.items()}
+        return value
+
+    def _json(self, response: requests.Response, method: str, path: str) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            log.warning("cloud %s %s: upstream answered invalid JSON", method, path)
+            raise ApiError(502, f"upstream answered invalid JSON to {method} {path}") from None
+        except (requests.RequestException, OSError) as exc:
+            raise self._failure(exc, method, path) from None
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether a requests/urllib3 failure is a timeout (connect or read), also when wrapped after retries."""
+    if isinstance(exc, requests.Timeout):
+        return True
+    inner = exc.args[0] if exc.args else None
+    if isinstance(inner, MaxRetryError):
+        inner = inner.reason
+    if isinstance(exc, Urllib3Timeout):
+        inner = exc
+    return isinstance(inner, Urllib3Timeout) and not isinstance(inner, NewConnectionError)
+
+
+def check_base_url(url: str, allow_insecure_http: bool) -> str:
+    """CLOUD_API_URL checked: https (http only when allowed), a host, no credentials, query or fragment."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigError("CLOUD_API_URL is not a valid URL") from None
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError("CLOUD_API_URL must not contain credentials; put the key in CLOUD_API_KEY")
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(f"CLOUD_API_URL must be an https:// URL with a host, got {url!r}")
+    if parts.scheme == "http" and not allow_insecure_http:
+        raise ConfigError(f"CLOUD_API_URL must use https:// (got {url!r}): the API key would travel in clear "
+                          "text. Set CLOUD_ALLOW_INSECURE_HTTP=true only for a trusted local network.")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"CLOUD_API_URL must not have a query or fragment, got {url!r}")
+    return url.rstrip("/")
+
+
+def check_key(key: str, name: str) -> str:
+    """A key usable in an Authorization header: printable ASCII, no spaces (never echoed in the message)."""
+    if not key or not all(33 <= ord(ch) <= 126 for ch in key):
+        raise ConfigError(f"{name} must be printable ASCII without spaces")
+    return key
+
+
+class TTLCache:
+    """A per-process cache of upstream GET results for `seconds` (0 disables), keyed by path and query.
+
+    Concurrent misses of one key make a single upstream call (the others wait for it). Failures are not
+    cached. Values are deep-copied on the way out so no caller can change what another gets.
+    """
+
+    def __init__(self, seconds: float, max_entries: int = 512):
+        self.seconds = float(seconds)
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, Any]] = {}
+        self._loading: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get_or_load(self, key: str, load: Callable[[], Any]) -> Any:
+        if self.seconds <= 0:
+            return load()
+        hit = self._fresh(key)
+        if hit is not None:
+            return copy.deepcopy(hit[1])
+        with self._lock:
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        with key_lock:
+            hit = self._fresh(key)
+            if hit is not None:
+                return copy.deepcopy(hit[1])
+            value = load()
+            with self._lock:
+                self._entries[key] = (time.monotonic() + self.seconds, value)
+                if len(self._entries) > self.max_entries:
+                    self._prune()
+            return copy.deepcopy(value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def _fresh(self, key: str) -> Optional[tuple[float, Any]]:
+        with self._lock:
+            hit = self._entries.get(key)
+            return hit if hit is not None and hit[0] > time.monotonic() else None
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, (expires, _) in self._entries.items() if expires <= now]:
+            del self._entries[key]
+            self._loading.pop(key, None)
+        while len(self._entries) > self.max_entries:
+            oldest = min(self._entries, key=lambda k: self._entries[k][0])
+            del self._entries[oldest]
+            self._loading.pop(oldest, None)

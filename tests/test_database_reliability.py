@@ -1,0 +1,728 @@
+"""Reliability of the persistence layer: real SQLite files, real processes, real gunicorn, no mocks.
+
+The child processes live in tests/fixtures/db_worker.py; every one reports on stdout as JSON lines.
+Figures (write latency, takeover time...) are printed: run with `-s` to see them.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import PROJECT
+
+import database
+from sampler import Sampler
+
+WORKER = Path(__file__).with_name("fixtures") / "db_worker.py"
+SCHEMA_V1 = Path(__file__).with_name("fixtures") / "schema_v1.sql"
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+CREATE = "/api/storyboard/project/create"
+PROJECT_BODY = {"name": "x", "scenes": [{"title": "a", "description": "b", "duration_sec": 5}]}
+MiB = 1024 * 1024
+V1_TABLES = ("metrics", "events", "training_sessions", "system_health", "agent_metrics", "storyboard_projects",
+             "storyboard_scenes")
+
+
+# --- child processes ---
+
+def spawn(mode: str, *args, tmp_path: Path, prefix: list[str] | None = None) -> subprocess.Popen:
+    """Start tests/fixtures/db_worker.py MODE ARGS; stderr goes to a file (see child_stderr)."""
+    stderr = tempfile.NamedTemporaryFile(dir=tmp_path, prefix=f"{mode}-", suffix=".stderr", delete=False)
+    proc = subprocess.Popen([*(prefix or []), sys.executable, str(WORKER), mode, *map(str, args)], cwd=PROJECT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+    proc.stderr_path = stderr.name
+    stderr.close()
+    return proc
+
+
+def child_stderr(proc: subprocess.Popen) -> str:
+    return Path(proc.stderr_path).read_text(errors="replace")[-3000:]
+
+
+def read_json(proc: subprocess.Popen) -> dict:
+    line = proc.stdout.readline()
+    assert line, f"child exited (rc={proc.poll()}) without answering:\n{child_stderr(proc)}"
+    return json.loads(line)
+
+
+def run_together(procs: list[subprocess.Popen], timeout: float = 120) -> list[dict]:
+    """Wait until every child is ready, release them at the same moment, return each one's last JSON line.
+
+    The release line carries a wall-clock instant 0.2 s ahead, for children that start on the clock."""
+    try:
+        for proc in procs:
+            assert "ready" in read_json(proc)
+        start = time.time() + 0.2
+        for proc in procs:
+            proc.stdin.write(f"{start}\n".encode())
+            proc.stdin.flush()
+        results = []
+        for proc in procs:
+            out, _ = proc.communicate(timeout=timeout)
+            lines = out.decode().strip().splitlines()
+            assert proc.returncode == 0 and lines, f"rc={proc.returncode}\n{child_stderr(proc)}"
+            results.append(json.loads(lines[-1]))
+        return results
+    finally:
+        stop(*procs)
+
+
+def stop(*procs: subprocess.Popen) -> None:
+    """Kill children still running and reap them."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=10)
+        for stream in (proc.stdin, proc.stdout):
+            with contextlib.suppress(Exception):
+                stream.close()
+
+
+def migrated_db(tmp_path: Path, name: str = "db.sqlite") -> Path:
+    db = tmp_path / name
+    database.migrate(db)
+    return db
+
+
+@contextlib.contextmanager
+def opened(db: Path):
+    conn = database.connect(db)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def integrity(db: Path) -> str:
+    with opened(db) as conn:
+        return "; ".join(row[0] for row in conn.execute("PRAGMA integrity_check"))
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+
+
+# --- T01 pragmas ---
+
+T01_ROUNDS = 30
+
+
+def test_t01_every_process_gets_the_pragmas(tmp_path):
+    # Each round: four processes open the same new file at the same instant, so they race to switch it
+    # to WAL (an exclusive lock SQLite does not wait for); without a retry ~1 round in 5 says "locked".
+    results = run_together([spawn("pragmas", tmp_path, T01_ROUNDS, tmp_path=tmp_path) for _ in range(4)])
+    assert [e for r in results for e in r["errors"]] == []
+    for result in results:
+        assert len(result["pragmas"]) == T01_ROUNDS
+        for pragmas in result["pragmas"]:
+            assert pragmas["journal_mode"] == "wal"
+            assert pragmas["synchronous"] == 1  # NORMAL
+            assert pragmas["busy_timeout"] >= 5000
+            assert pragmas["foreign_keys"] == 1
+    for n in range(T01_ROUNDS):
+        plain = sqlite3.connect(tmp_path / f"fresh-{n}.db")  # WAL is a property of the file: a plain
+        try:                                                   # connection sees it too
+            assert plain.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert plain.execute("SELECT COUNT(DISTINCT pid) FROM t01").fetchone()[0] == 4
+        finally:
+            plain.close()
+
+
+# --- T02 four writers ---
+
+WRITE_SECONDS = float(os.environ.get("RELIABILITY_WRITE_SECONDS", "20"))
+
+
+def test_t02_four_writers_lose_nothing_and_never_see_locked(tmp_path):
+    db = migrated_db(tmp_path)
+    wal = Path(f"{db}-wal")
+    writers = [spawn("writer", db, i, WRITE_SECONDS, tmp_path=tmp_path) for i in range(1, 5)]
+    readers = [spawn("reader", db, WRITE_SECONDS, tmp_path=tmp_path) for _ in range(2)]
+    biggest_wal, watching = [0], threading.Event()
+
+    def watch_wal():
+        while not watching.wait(0.1):
+            with contextlib.suppress(FileNotFoundError):
+                biggest_wal[0] = max(biggest_wal[0], wal.stat().st_size)
+
+    watcher = threading.Thread(target=watch_wal, daemon=True)
+    watcher.start()
+    try:
+        results = run_together(writers + readers, timeout=WRITE_SECONDS + 60)
+    finally:
+        watching.set()
+        watcher.join()
+    wrote, read = results[:4], results[4:]
+
+    assert [e for r in wrote + read for e in r["errors"]] == []  # no "database is locked", nowhere
+    with opened(db) as conn:
+        biggest_wal[0] = max(biggest_wal[0], wal.stat().st_size if wal.exists() else 0)
+        for result in wrote:
+            wid = result["writer"]
+            stored, keys = conn.execute("SELECT COUNT(*), COUNT(DISTINCT fingerprint) FROM events WHERE source = ?",
+                                        (f"w{wid}",)).fetchone()
+            assert stored == keys == result["events_acked"], f"writer {wid}: events lost or duplicated"
+            samples, distinct = conn.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT uptime_seconds) FROM system_health WHERE active_connections = ?",
+                (wid,)).fetchone()
+            assert samples == distinct == result["samples_acked"], f"writer {wid}: samples lost or duplicated"
+        assert [r[0] for r in conn.execute("PRAGMA integrity_check")] == ["ok"]
+    assert biggest_wal[0] < 64 * MiB
+    assert all(r["queries"] > 0 for r in read)
+    assert all(r["events_acked"] > 0 and r["samples_acked"] > 0 for r in wrote)
+
+    latencies = [x for r in wrote for x in r["latencies"]]
+    rows = sum(r["events_acked"] + r["samples_acked"] for r in wrote)
+    print(f"\nT02: {len(wrote)} writers x {WRITE_SECONDS:.0f}s: {len(latencies)} transactions, {rows} rows "
+          f"({rows / WRITE_SECONDS:.0f} rows/s), reads {sum(r['queries'] for r in read)}; write latency "
+          f"p50 {statistics.median(latencies) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms, "
+          f"max {max(latencies) * 1000:.1f} ms; biggest WAL {biggest_wal[0] / MiB:.1f} MiB; "
+          f"db {db.stat().st_size / MiB:.1f} MiB")
+
+
+# --- T03 read then write ---
+
+def test_t03_read_then_write_inside_transaction_never_busy(tmp_path):
+    db = migrated_db(tmp_path)
+    count = 300
+    results = run_together([spawn("read-then-write", db, i, count, tmp_path=tmp_path) for i in (1, 2)])
+    assert [e for r in results for e in r["errors"]] == []
+    assert sum(r["committed"] for r in results) == 2 * count
+    with opened(db) as conn:
+        values = [r[0] for r in conn.execute("SELECT value FROM metrics WHERE metric_type = 'seq' ORDER BY value")]
+    # Each transaction read the highest number and wrote the next: no update was lost, none repeated.
+    assert values == list(range(1, 2 * count + 1))
+
+
+def test_t03_deferred_read_then_write_is_the_trap(tmp_path):
+    """Why transaction() says BEGIN IMMEDIATE: a deferred one that read first cannot write once another
+    process committed, and busy_timeout does not help (SQLITE_BUSY_SNAPSHOT, at once)."""
+    db = migrated_db(tmp_path)
+    with opened(db) as conn:
+        conn.execute("BEGIN DEFERRED")
+        conn.execute("SELECT COUNT(*) FROM events").fetchone()
+        other = spawn("write-one", db, tmp_path=tmp_path)
+        try:
+            assert read_json(other) == {"written": True}
+        finally:
+            stop(other)
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="database is locked") as caught:
+            conn.execute("INSERT INTO events (timestamp, event_type, message) VALUES ('t', 'mine', 'lost')")
+        assert time.monotonic() - started < 2  # not a wait: retrying cannot succeed
+        assert caught.value.sqlite_errorname == "SQLITE_BUSY_SNAPSHOT"
+        conn.execute("ROLLBACK")
+
+
+# --- T04 kill -9 ---
+
+KILL_RUNS = int(os.environ.get("RELIABILITY_KILL_RUNS", "40"))
+
+CHECK_BATCHES = """
+SELECT agent_id, SUM(event_type = 'row'), SUM(CASE WHEN event_type = 'row' THEN length(message) END),
+       MAX(CASE WHEN event_type = 'checksum' THEN message END)
+FROM events WHERE source = 'crash' GROUP BY agent_id
+"""
+
+
+def test_t04_kill_9_mid_write_loses_no_acknowledged_batch(tmp_path):
+    db = migrated_db(tmp_path)
+    rng = random.Random(4)
+    zygote = spawn("crash-zygote", db, tmp_path=tmp_path)
+    acked: set[int] = set()
+    killed_before_first_ack = pid = 0
+    try:
+        assert "ready" in read_json(zygote)
+        for run in range(1, KILL_RUNS + 1):
+            zygote.stdin.write(f"fork {run}\n".encode())
+            zygote.stdin.flush()
+            pid = read_json(zygote)["pid"]
+            # Mostly mid-stream; one run in five within the first milliseconds (opening, WAL recovery).
+            time.sleep(rng.uniform(0, 0.005) if rng.random() < 0.2 else rng.uniform(0, 0.3))
+            os.kill(pid, signal.SIGKILL)
+            run_acks = 0
+            while "reaped" not in (message := read_json(zygote)):
+                acked.add(message["ack"])
+                run_acks += 1
+            assert message["signal"] == signal.SIGKILL, f"the writer died by itself: {child_stderr(zygote)}"
+            killed_before_first_ack += run_acks == 0
+
+            assert integrity(db) == "ok", f"run {run}"
+            with opened(db) as conn:
+                batches = {}
+                for batch, rows, size, checksum in conn.execute(CHECK_BATCHES):
+                    assert checksum is not None, f"run {run}: batch {batch} has rows but no checksum row"
+                    expected = json.loads(checksum)
+                    assert (rows or 0, size or 0) == (expected["rows"], expected["bytes"]), \
+                        f"run {run}: batch {batch} is partial"
+                    batches[int(batch)] = rows
+            assert acked <= batches.keys(), f"run {run}: acknowledged batches missing: {sorted(acked - batches.keys())}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            if pid:
+                os.kill(pid, signal.SIGKILL)  # a writer left running by a failed assertion
+        stop(zygote)
+    print(f"\nT04: {KILL_RUNS} kill -9 runs, {len(batches)} batches committed ({sum(batches.values())} rows), "
+          f"{len(acked)} acknowledged, {len(batches) - len(acked)} committed but killed before the ack, "
+          f"{killed_before_first_ack} runs killed before their first ack; integrity ok after every run")
+
+
+# --- T07 migrations ---
+
+def v1_database(path: Path) -> dict[str, list[tuple]]:
+    """A version-1 database from the frozen schema, rows in every table; return each table's rows."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(SCHEMA_V1.read_text(encoding="utf-8"))
+        conn.execute("PRAGMA user_version = 1")
+        rng = random.Random(7)
+        with conn:
+            for i in range(60):
+                ts = f"2026-10-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z"
+                agent = f"agent_{1 + i % 5}" if i % 7 else None
+                conn.execute("INSERT INTO metrics (timestamp, agent_id, metric_type, value, notes) VALUES (?, ?, ?, ?, ?)",
+                             (ts, agent, f"type_{i % 3}", rng.random() * 10 if i % 9 else None, "é ✓ notes" * (i % 2)))
+                conn.execute("INSERT INTO events (timestamp, event_type, agent_id, message, severity, metadata)"
+                             " VALUES (?, ?, ?, ?, ?, ?)",
+                             (ts, "training_started", agent, f"message {i} ü", ("info", "warning", "error")[i % 3],
+                              json.dumps({"i": i}) if i % 2 else None))
+                conn.execute("INSERT INTO training_sessions (start_time, end_time, agents_trained, overall_improvement,"
+                             " status, phase, error_message) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (ts, None if i == 59 else ts, i % 8, rng.random(), "running" if i == 59 else
+                              ("completed", "failed")[i % 2], f"phase {i % 4}", "boom" if i % 2 else None))
+                conn.execute("INSERT INTO system_health (timestamp, cpu_percent, memory_percent, disk_percent,"
+                             " uptime_seconds, active_connections) VALUES (?, ?, ?, ?, ?, ?)",
+                             (ts, rng.random() * 100, rng.random() * 100, 42.5, 1000 + i, i % 4))
+                conn.execute("INSERT INTO agent_metrics (timestamp, agent_id, quality_score, processing_time_ms,"
+                             " error_count, status, improvement, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             (ts, f"agent_{1 + i % 5}", rng.random() * 10, i * 13, i % 3, "ok", rng.random(), "{}"))
+            for p in range(10):
+                conn.execute("INSERT INTO storyboard_projects (id, name, description, created_at, updated_at)"
+                             " VALUES (?, ?, ?, ?, ?)", (f"{p:032x}", f"project {p} ✓", None if p % 2 else "d",
+                                                         "2026-10-01T00:00:00Z", "2026-10-02T00:00:00Z"))
+                for s in range(p % 4 + 1):
+                    conn.execute("INSERT INTO storyboard_scenes (project_id, position, title, description,"
+                                 " duration_sec) VALUES (?, ?, ?, ?, ?)", (f"{p:032x}", s, f"scene {s}", None, 2.5 * s + 1))
+        return table_rows(conn)
+    finally:
+        conn.close()
+
+
+def table_rows(conn: sqlite3.Connection, columns: dict[str, list[str]] | None = None) -> dict[str, list[tuple]]:
+    """Each v1 table's rows (only the v1 columns), in primary-key order."""
+    result = {}
+    for table in V1_TABLES:
+        names = columns[table] if columns else [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+        result[table] = [tuple(r) for r in conn.execute(f"SELECT {', '.join(names)} FROM {table} ORDER BY 1")]
+    return result
+
+
+def schema_of(conn: sqlite3.Connection) -> dict[str, object]:
+    """Tables with their columns (name, type, not null, default, pk) and index definitions."""
+    tables = {name: [tuple(c)[1:] for c in conn.execute(f"PRAGMA table_info({name})")]
+              for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")}
+    indexes = sorted(tuple(r) for r in conn.execute("SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index'"))
+    return {"tables": tables, "indexes": indexes}
+
+
+@pytest.mark.parametrize("start", ["v1", "fresh"])
+def test_t07_four_processes_migrate_at_once(tmp_path, start):
+    db = tmp_path / "db.sqlite"
+    before = v1_database(db) if start == "v1" else {}
+    results = run_together([spawn("migrate", db, tmp_path=tmp_path) for _ in range(4)])
+
+    assert [r["error"] for r in results] == [None] * 4  # no "already exists", no "duplicate column"
+    found = 1 if start == "v1" else 0
+    assert sorted(r["before"] for r in results) == [found] + [database.SCHEMA_VERSION] * 3
+    lines = [line for r in results for line in r["logs"] if "migrated from version" in line]
+    assert len(lines) == 1 and f"from version {found} to {database.SCHEMA_VERSION}" in lines[0]
+    with opened(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == database.SCHEMA_VERSION
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert [r[0] for r in conn.execute("PRAGMA integrity_check")] == ["ok"]
+        if before:
+            frozen = sqlite3.connect(":memory:")
+            frozen.executescript(SCHEMA_V1.read_text(encoding="utf-8"))
+            v1_columns = {t: [r[1] for r in frozen.execute(f"PRAGMA table_info({t})")] for t in V1_TABLES}
+            frozen.close()
+            after = table_rows(conn, v1_columns)
+            for table in V1_TABLES:
+                assert len(after[table]) == len(before[table]) > 0, table
+                assert after[table] == before[table], f"{table}: values changed by the migration"
+        upgraded = schema_of(conn)
+    fresh = tmp_path / "fresh.sqlite"
+    assert database.migrate(fresh) == 0
+    with opened(fresh) as conn:
+        # An upgraded database and a new one end up with the same tables, columns and indexes.
+        assert schema_of(conn) == upgraded
+
+
+def test_t07_migrate_on_a_current_database_changes_nothing(tmp_path, caplog):
+    db = tmp_path / "db.sqlite"
+    v1_database(db)
+    assert database.migrate(db) == 1
+    with opened(db) as conn:
+        schema, rows = schema_of(conn), table_rows(conn)
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert database.migrate(db) == database.SCHEMA_VERSION
+    assert not [r for r in caplog.records if "migrated" in r.getMessage()]
+    with opened(db) as conn:
+        assert schema_of(conn) == schema and table_rows(conn) == rows
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == database.SCHEMA_VERSION
+
+
+def test_t07_fresh_database_gets_the_current_version(tmp_path):
+    db = tmp_path / "new" / "db.sqlite"  # the directory does not exist either
+    assert database.migrate(db) == 0
+    with opened(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == database.SCHEMA_VERSION
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert set(V1_TABLES) <= names
+
+
+# --- faults through the app: 503 JSON ---
+
+def assert_503_json(response) -> dict:
+    text = response.get_data(as_text=True)
+    assert response.status_code == 503, text
+    body = response.get_json()
+    assert set(body) == {"error", "status"} and body["status"] == 503 and body["error"], body
+    assert "Traceback" not in text and 'File "' not in text
+    return body
+
+
+@contextlib.contextmanager
+def unprivileged():
+    """Root ignores file modes: run the block with nobody's effective uid/gid (saved uid stays root)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    try:
+        os.setegid(65534)
+        os.seteuid(65534)
+    except OSError as err:
+        pytest.skip(f"running as root and cannot drop to an unprivileged uid ({err}); chmod cannot make "
+                    "the database read-only")
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def test_t06a_read_only_database_gives_503_json(make_app, orchestrator, caplog):
+    # A directory everyone may enter (pytest's tmp dirs are root-only), so the drop to `nobody` still
+    # reads the orchestrator files; only the database is read-only.
+    base = Path(tempfile.mkdtemp(prefix="ro-db-"))
+    keeper = None
+    try:
+        base.chmod(0o755)
+        root = shutil.copytree(orchestrator(), base / "orchestrator")
+        for path in (root, *root.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        db = base / "db.sqlite"
+        client = make_app(root, DATABASE_PATH=db).test_client()
+        assert client.post(CREATE, json=PROJECT_BODY).status_code == 201
+        keeper = database.connect(db)  # another worker's connection: the -wal and -shm files stay
+        keeper.execute("SELECT COUNT(*) FROM storyboard_projects").fetchone()
+        for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+            path.chmod(0o444)
+        base.chmod(0o555)
+        with unprivileged():
+            try:
+                open(db, "r+b").close()
+                pytest.skip("the database file stays writable after chmod 0444")
+            except PermissionError:
+                pass
+            caplog.clear()
+            created = client.post(CREATE, json=PROJECT_BODY)
+            agents = client.get("/api/agents/status")
+        body = assert_503_json(created)
+        assert agents.status_code == 200 and agents.get_json()  # file-based endpoints keep working
+        assert not [r for r in caplog.records if r.exc_info]  # logged as one line, no traceback
+        print(f"\nT06a read-only: 503 {body['error']!r}")
+    finally:
+        if keeper is not None:
+            keeper.close()
+        base.chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_t06b_locked_database_gives_503_after_the_busy_timeout(make_app, orchestrator, tmp_path):
+    client = make_app(orchestrator()).test_client()
+    holder = spawn("hold-lock", tmp_path / "db.sqlite", "IMMEDIATE", tmp_path=tmp_path)
+    try:
+        assert read_json(holder) == {"locked": True}
+        started = time.monotonic()
+        blocked = client.post(CREATE, json=PROJECT_BODY)
+        waited = time.monotonic() - started
+        body = assert_503_json(blocked)
+        assert "locked" in body["error"]
+        assert 4.5 <= waited <= 15, waited  # waited out busy_timeout (5 s), then answered
+        reads = client.get("/api/storyboard/projects")  # WAL: readers are not blocked by the writer
+        assert reads.status_code == 200
+        holder.stdin.write(b"release\n")
+        holder.stdin.flush()
+        assert read_json(holder) == {"released": True}
+    finally:
+        stop(holder)
+    created = client.post(CREATE, json=PROJECT_BODY)
+    assert created.status_code == 201
+    assert client.get(f"/api/storyboard/project/{created.get_json()['id']}").status_code == 200
+    print(f"\nT06b locked: 503 after {waited:.2f} s: {body['error']!r}")
+
+
+_ENOSPC: dict[str, bool] = {}
+
+
+def can_fill_a_disk(tmp_path: Path) -> bool:
+    """True when a private tmpfs can be mounted (root with CAP_SYS_ADMIN and util-linux unshare)."""
+    if "ok" not in _ENOSPC:
+        probe = tmp_path / "probe"
+        probe.mkdir()
+        try:
+            _ENOSPC["ok"] = shutil.which("unshare") is not None and subprocess.run(
+                ["unshare", "-m", "--propagation", "private", "mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs",
+                 str(probe)], capture_output=True, timeout=10).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            _ENOSPC["ok"] = False
+    return _ENOSPC["ok"]
+
+
+def disk_full_child(mode: str, how: str, tmp_path: Path, *args) -> dict:
+    """Run a disk-full child: `rlimit` (RLIMIT_FSIZE, EFBIG) or `enospc` (a full 2 MiB tmpfs, ENOSPC)."""
+    if how == "enospc" and not can_fill_a_disk(tmp_path):
+        pytest.skip("cannot mount a private tmpfs here (needs root with CAP_SYS_ADMIN); the rlimit case ran")
+    directory = tmp_path / "disk"
+    directory.mkdir()
+    prefix = ["unshare", "-m", "--propagation", "private"] if how == "enospc" else None
+    proc = spawn(mode, directory / "db.sqlite", how, *args, tmp_path=tmp_path, prefix=prefix)
+    try:
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        stop(proc)
+    lines = out.decode().strip().splitlines()
+    assert proc.returncode == 0 and lines, f"rc={proc.returncode}\n{child_stderr(proc)}"
+    return json.loads(lines[-1])
+
+
+DISK_ERRORS = {"rlimit": "disk I/O error", "enospc": "database or disk is full"}
+
+
+@pytest.mark.parametrize("how", ["rlimit", "enospc"])
+def test_t06c_disk_full_fails_cleanly_and_writes_resume(tmp_path, how):
+    result = disk_full_child("disk-full", how, tmp_path)
+    for size in ("small", "large"):  # a commit that fails, and a transaction that spills mid-statement
+        failure = result[size]
+        assert failure["type"] == "OperationalError", failure
+        # The disk error itself, not "cannot rollback - no transaction is active" hiding it.
+        assert failure["message"] == DISK_ERRORS[how], failure
+        assert failure["in_transaction"] is False
+    assert result["integrity_while_full"] == "ok"
+    assert result["rows_after_error"] == result["acked"]  # every acknowledged row, no row of a failed one
+    assert result["resumed"] == 400
+    assert result["integrity"] == "ok" and result["rows"] == result["acked_total"]
+    print(f"\nT06c {how}: {result['small']['message']!r}; {result['acked']} rows kept, 400 more after")
+
+
+@pytest.mark.parametrize("how", ["rlimit", "enospc"])
+def test_t06c_disk_full_gives_503_json_through_the_app(tmp_path, orchestrator, how):
+    root = orchestrator()
+    result = disk_full_child("app-disk-full", how, tmp_path, root, tmp_path / "runs")
+    failure = result["failure"]
+    assert failure is not None, f"the disk never filled: {result['answers']}"
+    assert failure["status"] == 503 and failure["json"] is not None, failure
+    assert set(failure["json"]) == {"error", "status"} and failure["json"]["status"] == 503
+    assert DISK_ERRORS[how] in failure["json"]["error"], failure
+    assert "Traceback" not in failure["text"]
+    assert result["agents_status"] == 200  # file-based endpoints keep working on a full disk
+    assert result["after"] == 201  # space freed: writes work again, same process
+    assert sorted(result["stored"]) == sorted(result["created"])  # every 201 kept; the 503 left nothing
+    assert result["orphan_scenes"] == 0 and result["integrity"] == "ok"
+    print(f"\nT06c app {how}: {result['answers'].count(201)} x 201 then 503 {failure['json']['error']!r}")
+
+
+# --- sampler: one leader ---
+
+def health_rows(db: Path) -> list[tuple]:
+    with opened(db) as conn:
+        return conn.execute("SELECT id, timestamp FROM system_health ORDER BY id").fetchall()
+
+
+def test_two_samplers_in_one_process_elect_one_leader(tmp_path):
+    db = migrated_db(tmp_path)
+    first, second = Sampler(db, 1, 30), Sampler(db, 1, 30)
+    first.start(), second.start()
+    try:
+        time.sleep(3.3)
+        assert [first.is_leader, second.is_leader].count(True) == 1  # flock is per open file: they conflict
+        rows = health_rows(db)
+        assert 2 <= len(rows) <= 4, rows  # one reading a second, not two
+        leader, other = (first, second) if first.is_leader else (second, first)
+        leader.stop()
+        count = len(rows)
+        time.sleep(2.3)
+        assert other.is_leader  # the follower takes over within an interval
+        rows = health_rows(db)
+        assert 1 <= len(rows) - count <= 3, rows
+        assert len({ts for _, ts in rows}) == len(rows)
+    finally:
+        first.stop(), second.stop()
+
+
+def test_sampler_survives_a_failing_on_sample_callback(tmp_path):
+    db = migrated_db(tmp_path)
+    calls = []
+
+    def on_sample(conn, sample):
+        calls.append(sample["timestamp"])
+        raise RuntimeError("alert refresh failed")
+
+    sampler = Sampler(db, 1, 30, on_sample=on_sample).start()
+    try:
+        time.sleep(3.3)
+    finally:
+        sampler.stop()
+    assert len(calls) >= 2 and len(health_rows(db)) >= 2  # one bad callback does not end health history
+
+
+# --- real gunicorn ---
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def request(url: str, body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@contextlib.contextmanager
+def gunicorn(tmp_path: Path, root: Path, db: Path, sample_seconds: int, name: str):
+    """A real `gunicorn --config gunicorn.conf.py app:app` with two workers; stopped with SIGTERM."""
+    port = free_port()
+    env = {**os.environ, "ENVIRONMENT": "local", "HOST": "127.0.0.1", "PORT": str(port), "GUNICORN_WORKERS": "2",
+           "ORCHESTRATOR_PATH": str(root), "DATABASE_PATH": str(db), "LOG_FILE": str(tmp_path / f"{name}.log"),
+           "HEALTH_SAMPLE_SECONDS": str(sample_seconds)}
+    with open(tmp_path / f"{name}.stderr", "wb") as stderr:
+        proc = subprocess.Popen([str(GUNICORN), "--config", "gunicorn.conf.py", "app:app"], cwd=PROJECT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+    proc.base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, f"gunicorn exited: {(tmp_path / f'{name}.stderr').read_text()[-3000:]}"
+            with contextlib.suppress(OSError):
+                if request(proc.base + "/api/status")[0] == 200:
+                    break
+            assert time.monotonic() < deadline, "gunicorn did not answer in 30 s"
+            time.sleep(0.1)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def workers_of(proc: subprocess.Popen) -> set[int]:
+    return {child.pid for child in psutil.Process(proc.pid).children()}
+
+
+def flock_holders(path: Path) -> set[int]:
+    """Pids holding a flock on `path`, from /proc/locks (waiters, marked `->`, left out)."""
+    inode = path.stat().st_ino
+    holders = set()
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and int(fields[5].split(":")[2]) == inode:
+            holders.add(int(fields[4]))
+    return holders
+
+
+def wait_for_rows(db: Path, after_id: int, timeout: float) -> float:
+    """Seconds until a system_health row with id > after_id appears."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        with contextlib.suppress(sqlite3.OperationalError):
+            rows = health_rows(db)
+            if rows and rows[-1][0] > after_id:
+                return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError(f"no new health sample within {timeout} s")
+
+
+def test_t09_two_gunicorn_workers_sample_once_per_interval(tmp_path, orchestrator):
+    db = tmp_path / "db.sqlite"
+    lock = Path(f"{db}.sampler.lock")
+    with gunicorn(tmp_path, orchestrator(), db, 1, "t09") as server:
+        wait_for_rows(db, 0, 10)
+        start = health_rows(db)
+        time.sleep(6)
+        window = health_rows(db)
+        per_second = (len(window) - len(start)) / 6
+        assert 4 <= len(window) - len(start) <= 8, window  # ~1 a second, not ~2
+        assert len({ts for _, ts in window}) == len(window)  # no two readings for the same second
+
+        workers = workers_of(server)
+        assert len(workers) == 2
+        holders = flock_holders(lock)
+        assert len(holders) == 1 and holders <= workers, (holders, workers)
+        leader = holders.pop()
+        last = health_rows(db)[-1][0]
+        os.kill(leader, signal.SIGKILL)
+        takeover = wait_for_rows(db, last, 5)
+        before = health_rows(db)
+        time.sleep(4)
+        after = health_rows(db)
+        assert 2 <= len(after) - len(before) <= 6, after  # ~1 a second again
+        assert len({ts for _, ts in after}) == len(after)
+        new_holders = flock_holders(lock)
+        assert len(new_holders) == 1 and leader not in new_holders
+    print(f"\nT09: {per_second:.2f} samples/s with two workers; leader {leader} killed, next sample after "
+          f"{takeover:.2f} s, then {(len(after) - len(before)) / 4:.2f}/s under {new_holders.pop()}")
+
+
+def test_project_survives_a_server_restart(tmp_path, orchestrator):
+    db, root = tmp_path / "db.sqlite", orchestrator()
+    with gunicorn(tmp_path, root, db, 0, "first") as server:
+        status, created = request(server.base + CREATE, PROJECT_BODY)
+        assert status == 201
+    assert server.returncode == 0
+    with gunicorn(tmp_path, root, db, 0, "second") as server:
+        status, fetched = request(f"{server.base}/api/storyboard/project/{created['id']}")
+        assert status == 200
+        assert fetched == created
+        status, listed = request(server.base + "/api/storyboard/projects")
+        assert [p["id"] for p in listed] == [created["id"]]
