@@ -14,6 +14,9 @@ import auth
 import database
 import errors
 import events
+import hardening
+import monitoring
+import openapi
 import routes
 import stream
 from config import PROJECT_DIR, load_config
@@ -75,11 +78,15 @@ def create_app(test_config: dict | None = None) -> Flask:
     database.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
+    monitoring.observe_requests(app)  # before hardening, so it sees the final status (a 304, say)
+    hardening.init_app(app)
     app.extensions["provider"] = DataProviderFactory.get_provider(settings["ENVIRONMENT"], settings)
     app.extensions["started_at"] = time.monotonic()
     app.register_blueprint(routes.bp)
     app.register_blueprint(routes.pages)
     app.register_blueprint(stream.bp)
+    app.register_blueprint(monitoring.bp)
+    app.register_blueprint(openapi.bp)
     enable_cors(app)
     start_sampler(app)
     return app

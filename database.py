@@ -25,6 +25,7 @@ MIGRATIONS: list[str] = [
     # 2: natural keys so ingesting the same file twice adds nothing; training control; active alerts.
     """
     ALTER TABLE metrics ADD COLUMN source TEXT NOT NULL DEFAULT 'api';
+    UPDATE metrics SET source = 'v1:' || id;
     CREATE UNIQUE INDEX idx_metrics_natural ON metrics (source, metric_type, timestamp);
     ALTER TABLE events ADD COLUMN source TEXT;
     ALTER TABLE events ADD COLUMN fingerprint TEXT;
@@ -53,6 +54,8 @@ MIGRATIONS: list[str] = [
                                       phase, error_message)
         SELECT id, start_time, end_time, agents_trained, overall_improvement, status, phase, error_message
         FROM training_sessions;
+    UPDATE training_sessions_v2 SET status = 'unknown' WHERE status = 'running'
+        AND id <> (SELECT MAX(id) FROM training_sessions_v2 WHERE status = 'running');
     DROP TABLE training_sessions;
     ALTER TABLE training_sessions_v2 RENAME TO training_sessions;
     CREATE INDEX idx_sessions_start ON training_sessions (start_time);
@@ -72,6 +75,20 @@ MIGRATIONS: list[str] = [
         mtime_ns INTEGER NOT NULL,
         size INTEGER NOT NULL,
         ingested_at TEXT NOT NULL
+    )
+    """,
+    # 3: request counters shared by every worker (rate limits) and the readiness probe's write target.
+    """
+    CREATE TABLE rate_limits (
+        key TEXT NOT NULL,
+        window INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (key, window)
+    );
+    CREATE INDEX idx_rate_limits_window ON rate_limits (window);
+    CREATE TABLE readiness_probe (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        checked_at TEXT NOT NULL
     )
     """,
 ]
@@ -170,8 +187,10 @@ def get_db() -> sqlite3.Connection:
     """The request's connection, opened on first use."""
     if "db" not in g:
         try:
+            if not current_app.extensions.get("database_migrated"):
+                _migrate_app(current_app)  # start-up could not; the disk may be back
             g.db = connect(current_app.config["DATABASE_PATH"])
-        except sqlite3.Error as err:
+        except (sqlite3.Error, OSError) as err:
             raise DatabaseUnavailable(str(err)) from err
     return g.db
 
@@ -263,6 +282,11 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(sqlite3.Error, _unavailable)
     app.register_error_handler(DatabaseUnavailable, _unavailable)
     try:
-        migrate(app.config["DATABASE_PATH"])
+        _migrate_app(app)
     except (OSError, sqlite3.Error) as err:
         log.error("database %s unavailable: %s", app.config["DATABASE_PATH"], err)
+
+
+def _migrate_app(app: Flask) -> None:
+    migrate(app.config["DATABASE_PATH"])
+    app.extensions["database_migrated"] = True

@@ -12,12 +12,14 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """An error the client should see: an HTTP status and a message naming what is wrong."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, extra: dict | None = None):
+    def __init__(self, status: int, message: str, param: str | None = None, extra: dict | None = None,
+                 headers: dict | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.extra = extra or {}  # more keys for the body, e.g. the running session_id of a 409
+        self.headers = headers or {}  # e.g. Retry-After of a 429
 
 
 def error_response(status: int, message: str, extra: dict | None = None):
@@ -36,7 +38,9 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def handle_api_error(err: ApiError):
-        return error_response(err.status, err.message, err.extra)
+        response = error_response(err.status, err.message, err.extra)
+        response.headers.update(err.headers)
+        return response
 
     @app.errorhandler(HTTPException)
     def handle_http_error(err: HTTPException):

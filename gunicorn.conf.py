@@ -1,6 +1,8 @@
-"""gunicorn settings; bind address from HOST/PORT (.env or environment)."""
+"""gunicorn settings for production (`gunicorn --config gunicorn.conf.py app:app`); values from .env/environment."""
 import os
+import shutil
 import signal
+from pathlib import Path
 
 from dotenv import load_dotenv
 
@@ -11,12 +13,40 @@ _settings = load_config(os.environ)
 
 bind = f"{_settings['HOST']}:{_settings['PORT']}"
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+# Threads, not sync workers: an open /api/stream holds a thread, and a sync worker would be killed
+# by `timeout` mid-stream. STREAM_MAX_CLIENTS keeps threads free for REST calls.
 worker_class = "gthread"
-# Each open /api/stream holds a thread; STREAM_MAX_CLIENTS keeps some free for REST calls.
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
-timeout = 30
-graceful_timeout = 20
-accesslog = None  # the app logs one line per request itself
+timeout = 30  # under gthread, a heartbeat check of the worker, not a limit per request
+graceful_timeout = 20  # SIGTERM: requests in flight get this long; open streams end at once (below)
+keepalive = 5
+# Recycle workers now and then so slow leaks cannot grow; jitter keeps them from restarting together.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "10000"))
+max_requests_jitter = max_requests // 10
+limit_request_line = 4094
+limit_request_fields = 100
+# The app logs one line per request itself; set GUNICORN_ACCESS_LOG=- for gunicorn's access log too.
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+errorlog = "-"
+
+# Prometheus multiprocess mode: each worker writes its counters here; /metrics sums them.
+# Must be in the environment before any worker imports prometheus_client.
+_metrics_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+                    or Path(_settings["DATABASE_PATH"]).parent / "prometheus")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+
+
+def on_starting(server):
+    """Start every server with empty metric files (counters restart with the process, as Prometheus expects)."""
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    _metrics_dir.mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges from the multiprocess files."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def post_worker_init(worker):

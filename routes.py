@@ -42,11 +42,24 @@ def respond(payload: Payload, status: int = 200):
     return response
 
 
+def request_body() -> bytes:
+    """The raw body; 413 past MAX_CONTENT_LENGTH, chunked bodies included (Werkzeug cuts those silently)."""
+    data = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(data) >= limit:
+        if request.environ["wsgi.input"].read(1):
+            raise ApiError(413, f"request body too large (limit {limit} bytes)")
+    return data
+
+
 def json_body() -> dict:
     """The request's JSON object body; 415 when it is not JSON, 400 when malformed or not an object."""
     if not request.is_json:
         raise ApiError(415, "request body must be JSON (Content-Type: application/json)")
-    body = request.get_json(silent=True)
+    try:
+        body = json.loads(request_body())
+    except (ValueError, RecursionError):
+        body = None
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object")
     return body

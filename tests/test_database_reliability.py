@@ -236,7 +236,7 @@ def test_t03_deferred_read_then_write_is_the_trap(tmp_path):
 
 # --- T04 kill -9 ---
 
-KILL_RUNS = int(os.environ.get("RELIABILITY_KILL_RUNS", "40"))
+KILL_RUNS = int(os.environ.get("RELIABILITY_KILL_RUNS", "30"))
 
 CHECK_BATCHES = """
 SELECT agent_id, SUM(event_type = 'row'), SUM(CASE WHEN event_type = 'row' THEN length(message) END),

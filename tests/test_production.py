@@ -1,0 +1,178 @@
+"""Production behaviour: probes, Prometheus across workers, ETag, security headers, rate and body limits."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import Counter
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from servers import Gunicorn
+
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"}
+
+
+def get_urls(app) -> list[str]:
+    """Every GET route of the app, with real ids filled in (the stream excluded: it never ends)."""
+    fill = {"agent_id": "agent_1", "metric_name": "system_overall_quality", "project_id": "none", "session_id": "1"}
+    urls = []
+    for rule in app.url_map.iter_rules():
+        if "GET" not in rule.methods or rule.endpoint == "static" or rule.rule == "/api/stream":
+            continue
+        url = rule.rule
+        for name in rule.arguments:
+            url = url.replace(f"<{name}>", fill[name]).replace(f"<int:{name}>", fill[name])
+        urls.append(url)
+    return sorted(urls)
+
+
+def test_every_answer_carries_the_security_headers(app, client):
+    urls = get_urls(app) + ["/api/nope", "/api/agents/bad%20id", "/api/metrics/quality?days=0"]
+    answers = [(url, client.get(url)) for url in urls]
+    answers.append(("POST /api/storyboard/project/create", client.post("/api/storyboard/project/create", json={})))
+    answers.append(("DELETE /api/status", client.delete("/api/status")))
+    answers.append(("413", client.post("/api/storyboard/project/create", data=b"x" * (2 << 20),
+                                       content_type="application/json")))
+    assert len(answers) >= 30
+    for url, response in answers:
+        for header, value in SECURITY_HEADERS.items():
+            assert response.headers.get(header) == value, (url, header)
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"], url
+        cache = response.headers.get("Cache-Control", "")
+        assert "no-store" in cache or "no-cache" in cache, url
+        assert "Werkzeug" not in response.headers.get("Server", ""), url
+    errors = [r for _, r in answers if r.status_code >= 400]
+    assert errors and all(r.headers["Cache-Control"] == "no-store" for r in errors)
+
+
+def test_unchanged_json_answers_304_and_changed_data_a_new_etag(client):
+    first = client.get("/api/agents/status")
+    etag = first.headers["ETag"]
+    again = client.get("/api/agents/status", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.data == b"" and again.headers["ETag"] == etag
+    client.post("/api/storyboard/project/create", json={"name": "a"})
+    projects = client.get("/api/storyboard/projects", headers={"If-None-Match": etag})
+    assert projects.status_code == 200 and projects.headers["ETag"] != etag
+    fresh = client.get("/api/storyboard/projects", headers={"If-None-Match": projects.headers["ETag"]})
+    assert fresh.status_code == 304
+
+
+def test_liveness_and_readiness(make_app, orchestrator, tmp_path):
+    client = make_app(orchestrator()).test_client()
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["checks"] == {"database": "ok", "data_source": "ok"}
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    broken = make_app(orchestrator(), DATABASE_PATH=blocker / "db.sqlite").test_client()
+    answer = broken.get("/readyz")
+    assert answer.status_code == 503 and answer.get_json()["checks"]["database"].startswith("not writable")
+    assert broken.get("/healthz").status_code == 200
+
+    missing = make_app(tmp_path / "no-orchestrator").test_client().get("/readyz")
+    assert missing.status_code == 503 and "unreadable" in missing.get_json()["checks"]["data_source"]
+
+
+def scrape(server: Gunicorn) -> dict:
+    status, _, body = server.request("GET", "/metrics")
+    assert status == 200
+    samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def test_prometheus_metrics_are_summed_across_two_workers(orchestrator, tmp_path):
+    with Gunicorn(orchestrator(), tmp_path / "srv", GUNICORN_WORKERS="2", GUNICORN_THREADS="2") as server:
+        requests = 60
+        threads = [threading.Thread(target=lambda: [server.request("GET", "/api/agents/status")
+                                                     for _ in range(requests // 6)]) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        samples = scrape(server)
+    key = ("dashboard_http_requests_total", (("endpoint", "/api/agents/status"), ("method", "GET"), ("status", "200")))
+    assert samples[key] == requests
+    count = ("dashboard_http_request_duration_seconds_count", (("endpoint", "/api/agents/status"), ("method", "GET")))
+    assert samples[count] == requests
+    pids = {line.split("[")[1].split("]")[0] for line in server.log_path.read_text().splitlines()
+            if "GET /api/agents/status 200" in line}
+    assert len(pids) == 2, "both workers should have served some of the requests"
+    assert samples[("dashboard_training_running", ())] == 0
+    assert samples[("dashboard_agent_quality_score", (("agent", "agent_2"),))] > 0
+    assert 0 <= samples[("dashboard_host_memory_percent", ())] <= 100
+    assert samples[("dashboard_training_last_result", (("status", "completed"),))] == 1
+
+
+def test_post_rate_limit_holds_across_four_workers(orchestrator, tmp_path):
+    if time.time() % 60 > 40:  # keep the burst inside one rate window
+        time.sleep(61 - time.time() % 60)
+    with Gunicorn(orchestrator(), tmp_path / "srv", GUNICORN_WORKERS="4", GUNICORN_THREADS="4",
+                  POST_RATE_LIMIT="10") as server:
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def post_some():
+            for _ in range(10):
+                status, headers, _ = server.request("POST", "/api/storyboard/project/create", {"name": "burst"})
+                with lock:
+                    statuses.append(status)
+                if status == 429:
+                    assert 0 < int(headers["Retry-After"]) <= 60
+
+        threads = [threading.Thread(target=post_some) for _ in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        counts = Counter(statuses)
+        assert counts == {201: 10, 429: 90}
+        status, projects = server.get_json("/api/storyboard/projects")
+        assert len(projects) == 10
+        status, body = server.post_json("/api/storyboard/project/create", {"name": "one more"})
+        assert status == 429 and "at most 10 POSTs per minute" in body["error"]
+
+
+def raw_post(port: int, head: bytes, chunks: list[bytes]) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+        sock.sendall(head)
+        try:
+            for chunk in chunks:
+                sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may answer and close before the whole body is sent
+        answer = b""
+        while True:
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            answer += data
+    return answer
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_oversized_bodies_get_413_json_with_or_without_content_length(orchestrator, tmp_path, chunked):
+    with Gunicorn(orchestrator(), tmp_path / "srv", MAX_CONTENT_LENGTH=str(1 << 20)) as server:
+        body = b'{"name": "' + b"x" * (2 << 20) + b'"}'
+        if chunked:
+            head = (b"POST /api/storyboard/project/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+            pieces = [body[i:i + 65536] for i in range(0, len(body), 65536)]
+            chunks = [b"%x\r\n%s\r\n" % (len(p), p) for p in pieces] + [b"0\r\n\r\n"]
+        else:
+            head = (b"POST /api/storyboard/project/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
+            chunks = [body]
+        answer = raw_post(server.port, head, chunks)
+        status, projects = server.get_json("/api/storyboard/projects")
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b'"status":413' in answer and b"request body too large" in answer
+    assert projects == []
