@@ -3,15 +3,20 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 EXAMPLE := examples/orchestrator
 
-.PHONY: run test example-data clean
+.PHONY: run test browser example-data clean
 
 ## Install, create the example orchestrator's history if absent, and serve under gunicorn.
 run: $(VENV)/.installed example-data
 	$(VENV)/bin/gunicorn --config gunicorn.conf.py app:app
 
 ## Install the test needs and run the whole suite.
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev browser
 	$(PY) -m pytest
+
+## Debian's Chromium and its driver for the browser test (tests/test_page.py), installed when absent (as root).
+browser:
+	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
+		(apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver)
 
 ## Two weeks of history written by the example orchestrator itself (skipped when present).
 example-data: $(VENV)/.installed
@@ -29,3 +34,9 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
+
+## Benchmark, not part of the tests (README "Performance"): scaled data set in var/bench, gunicorn as in
+## production, wrk (installed when absent, as root). BENCH_ARGS passes options, e.g. BENCH_ARGS="--duration 10".
+.PHONY: bench
+bench: $(VENV)/.installed
+	$(PY) bench/run.py $(BENCH_ARGS)

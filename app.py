@@ -7,13 +7,12 @@ import os
 import time
 
 from dotenv import load_dotenv
-from flask import Flask, g, request
+from flask import Flask, request
 from flask_cors import CORS
 
 import auth
 import database
 import errors
-import events
 import hardening
 import monitoring
 import openapi
@@ -44,25 +43,6 @@ def configure_logging(app: Flask) -> None:
         root.addHandler(handler)
 
 
-def log_requests(app: Flask) -> None:
-    """One log line per request: method, path, status, duration."""
-
-    @app.before_request
-    def start_timer():
-        g.request_started = time.perf_counter()
-
-    @app.after_request
-    def log_request(response):
-        elapsed_ms = (time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000
-        log.info("%s %s %s %.1fms", request.method, request.path, response.status_code, elapsed_ms)
-        if response.status_code >= 500 and request.path.startswith("/api/"):
-            body = response.get_json(silent=True) if response.is_json else None
-            message = body.get("error", "") if isinstance(body, dict) else ""
-            events.record_api_error(app.config["DATABASE_PATH"], request.method, request.path,
-                                    response.status_code, message)
-        return response
-
-
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app from the environment (or from `test_config` over the defaults, for tests)."""
     if test_config is None:
@@ -74,7 +54,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_mapping(settings)
     app.json.sort_keys = False
     configure_logging(app)
-    log_requests(app)
     database.init_app(app)
     errors.init_app(app)
     auth.init_app(app)

@@ -17,7 +17,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from datetime import date, datetime, timezone, tzinfo
+from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 

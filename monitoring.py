@@ -17,9 +17,11 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 import database
+import events
 from errors import ApiError
 
 log = logging.getLogger(__name__)
+request_log = logging.getLogger("dashboard")
 bp = Blueprint("monitoring", __name__)
 
 REQUESTS = Counter("dashboard_http_requests_total", "HTTP requests answered", ["endpoint", "method", "status"])
@@ -28,17 +30,24 @@ LATENCY = Histogram("dashboard_http_request_duration_seconds", "Time to answer a
 
 
 def observe_requests(app: Flask) -> None:
-    """Count and time every request by its route template (bounded labels), method and status."""
+    """Per request: one log line (method, path, status, duration), Prometheus counts, 5xx as events."""
 
     @app.before_request
     def start_clock():
-        g.metrics_started = time.perf_counter()
+        g.request_started = time.perf_counter()
 
     @app.after_request
     def record(response):
+        elapsed = time.perf_counter() - g.get("request_started", time.perf_counter())
+        request_log.info("%s %s %s %.1fms", request.method, request.path, response.status_code, elapsed * 1000)
         endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
         REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
-        LATENCY.labels(endpoint, request.method).observe(time.perf_counter() - g.get("metrics_started", time.perf_counter()))
+        LATENCY.labels(endpoint, request.method).observe(elapsed)
+        if response.status_code >= 500 and request.path.startswith("/api/"):
+            body = response.get_json(silent=True) if response.is_json else None
+            message = body.get("error", "") if isinstance(body, dict) else ""
+            events.record_api_error(app.config["DATABASE_PATH"], request.method, request.path,
+                                    response.status_code, message)
         return response
 
 

@@ -33,6 +33,7 @@ import auth
 import cloud_client
 from app import create_app
 from config import ConfigError
+from servers import free_port
 
 CANARY = "canary-K3Y-7f3e9a1c5b2d4e60-never-log-me"
 BODIES: list[str] = []  # every response body the tests saw; none may contain the key
@@ -46,12 +47,6 @@ def call(method: str, url: str, **kwargs) -> requests.Response:
     response = HTTP.request(method, url, timeout=30, allow_redirects=False, **kwargs)
     BODIES.append(response.text)
     return response
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- real servers ---

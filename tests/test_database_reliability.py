@@ -11,7 +11,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -30,6 +29,7 @@ from conftest import PROJECT
 
 import database
 from sampler import Sampler
+from servers import free_port
 
 WORKER = Path(__file__).with_name("fixtures") / "db_worker.py"
 SCHEMA_V1 = Path(__file__).with_name("fixtures") / "schema_v1.sql"
@@ -608,12 +608,6 @@ def test_sampler_survives_a_failing_on_sample_callback(tmp_path):
 
 
 # --- real gunicorn ---
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def request(url: str, body: dict | None = None) -> tuple[int, dict]:
     data = json.dumps(body).encode() if body is not None else None

@@ -3,32 +3,20 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT
-from test_server import free_port, wait_for_port
+from servers import Gunicorn
 
 LOG_LINE = "{} - HolisticTrainer - ERROR - stream test: {}\n"
 
 
 def start_server(tmp_path, root, **env) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    environ = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "ORCHESTRATOR_PATH": str(root),
-               "DATABASE_PATH": str(tmp_path / "db.sqlite"), "LOG_FILE": str(tmp_path / "server.log"),
-               "GUNICORN_WORKERS": "1", "HEALTH_SAMPLE_SECONDS": "0", "STREAM_HEARTBEAT_SECONDS": "1",
-               "STREAM_HEALTH_SECONDS": "1", **env}
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "--config", "gunicorn.conf.py",
-                             "app:app"], cwd=PROJECT, env=environ, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    wait_for_port(port, proc)
-    return proc, port
+    server = Gunicorn(root, tmp_path, GUNICORN_WORKERS="1", STREAM_HEARTBEAT_SECONDS="1",
+                      STREAM_HEALTH_SECONDS="1", **env).start()
+    return server.proc, server.port
 
 
 class EventStream:

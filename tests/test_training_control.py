@@ -8,7 +8,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pydantic import TypeAdapter
 
 from conftest import ORCHESTRATOR, PROJECT
 from contract import RESPONSES
+from servers import free_port
 
 SLEEPER = "import time; print('ready', flush=True); time.sleep(120)"
 IGNORES_TERM = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True);"
@@ -361,12 +361,6 @@ def test_a_killed_orchestrator_does_not_look_running_and_a_foreign_run_needs_for
 
 
 # --- a real gunicorn with two workers, restarted while a run goes on ---
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def call(method: str, url: str, body: bytes | None = None) -> tuple[int, dict]:
     request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
