@@ -18,9 +18,11 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -499,3 +501,55 @@ def test_reads_behind_a_key_ask_once_and_poll_with_it(_built, tmp_path, browser)
         browser.get("about:blank")  # no page polls the server while it stops
         console_errors(browser)
         stop_server(srv)
+
+
+class _Blank(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        body = b"<!doctype html><title>other origin</title>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+FETCH_FROM_PAGE = """
+const done = arguments[arguments.length - 1];
+const [url, post] = arguments;
+fetch(url, post ? {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({name: "cors"})}
+               : {})
+  .then(r => r.json().then(body => done({status: r.status, body})))
+  .catch(err => done({error: String(err)}));
+"""
+
+
+def test_a_fetch_from_an_allowed_origin_works_and_others_are_refused(_built, tmp_path, browser):
+    origins = []
+    for _ in range(2):
+        http_server = ThreadingHTTPServer(("127.0.0.1", 0), _Blank)
+        threading.Thread(target=http_server.serve_forever, daemon=True).start()
+        origins.append(http_server)
+    allowed, other = (f"http://localhost:{s.server_address[1]}" for s in origins)
+    srv = start_server(_built, tmp_path, CORS_ORIGINS=allowed)
+    try:
+        browser.set_script_timeout(15)
+        browser.get(allowed + "/")
+        read = browser.execute_async_script(FETCH_FROM_PAGE, srv.base + "/api/agents/status", False)
+        assert read["status"] == 200 and [a["id"] for a in read["body"]] == [a["id"] for a in srv.get("/api/agents/status")[1]]
+        write = browser.execute_async_script(FETCH_FROM_PAGE, srv.base + "/api/storyboard/project/create", True)
+        assert write["status"] == 201 and write["body"]["name"] == "cors"
+
+        browser.get(other + "/")
+        refused = browser.execute_async_script(FETCH_FROM_PAGE, srv.base + "/api/agents/status", False)
+        assert "error" in refused and "Failed to fetch" in refused["error"]
+        blocked = browser.execute_async_script(FETCH_FROM_PAGE, srv.base + "/api/storyboard/project/create", True)
+        assert "error" in blocked
+        assert [p["name"] for p in srv.get("/api/storyboard/projects")[1]] == ["cors"]  # the preflight stopped it
+    finally:
+        stop_server(srv)
+        for http_server in origins:
+            http_server.shutdown()
+            http_server.server_close()
