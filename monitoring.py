@@ -98,7 +98,7 @@ def metrics():
     live = CollectorRegistry()
     live.register(DashboardCollector(current_app.extensions["provider"]))
     # The text format allows families from two registries one after the other.
-    return Response(generate_latest(counted) + generate_latest(live), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(counted) + generate_latest(live), content_type=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/healthz")

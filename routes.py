@@ -68,7 +68,8 @@ def json_body() -> dict:
 def validated(model, body: dict):
     """`body` checked against a contract model; 400 naming each bad field."""
     try:
-        return model.model_validate(body)
+        # strict: JSON types as the contract (and /api/openapi.json) states them, no "5" or true for a number
+        return model.model_validate(body, strict=True)
     except ValidationError as err:
         fields = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()[:10])
         raise ApiError(400, f"invalid body: {fields}") from None
@@ -154,6 +155,8 @@ def training_stop():
 @bp.get("/training/session/<int:session_id>")
 def training_session(session_id):
     """One dashboard training session: status, start and end, exit code, error message."""
+    if session_id > 2**63 - 1:  # past SQLite's integers (sqlite3 would raise OverflowError): no such session
+        raise ApiError(404, f"unknown session_id: {session_id}")
     return respond(provider().training_session(session_id))
 
 

@@ -8,6 +8,7 @@ from flask import request
 from errors import ApiError
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+INT_RE = re.compile(r"^[0-9]{1,9}\Z")
 
 
 def int_arg(name: str, default: int, lo: int, hi: int) -> int:
@@ -15,10 +16,9 @@ def int_arg(name: str, default: int, lo: int, hi: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ApiError(400, f"{name} must be an integer {lo}-{hi}, got {raw[:40]!r}", name) from None
+    if not INT_RE.match(raw):  # plain ASCII digits only: int() would also take "1_0", "+5" or " 5"
+        raise ApiError(400, f"{name} must be an integer {lo}-{hi}, got {raw[:40]!r}", name)
+    value = int(raw)
     if not lo <= value <= hi:
         raise ApiError(400, f"{name} must be an integer {lo}-{hi}, got {value}", name)
     return value

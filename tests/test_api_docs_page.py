@@ -54,12 +54,12 @@ def test_docs_page_renders_every_operation_under_the_csp(server, browser):
     wait = WebDriverWait(browser, 20, poll_frequency=0.1)
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) == operations)
     assert "Training Dashboard API" in browser.find_element(By.CSS_SELECTOR, ".info .title").text
+    (PROJECT / "test-artifacts").mkdir(exist_ok=True)
+    browser.save_screenshot(str(PROJECT / "test-artifacts" / "api_docs.png"))
     # one operation opened: its parameters and responses come from the document
     browser.find_element(By.CSS_SELECTOR, "#operations-training-training_history .opblock-summary-control").click()
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#operations-training-training_history .parameters tr[data-param-name='days']"))
     assert browser.find_elements(By.CSS_SELECTOR, "#operations-training-training_history .responses-table tr[data-code='400']")
-    (PROJECT / "test-artifacts").mkdir(exist_ok=True)
-    browser.save_screenshot(str(PROJECT / "test-artifacts" / "api_docs.png"))
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
     requested = browser.execute_script(

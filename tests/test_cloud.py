@@ -274,6 +274,9 @@ def test_every_get_endpoint_answers_the_same_through_the_cloud_provider(stack):
         assert rb.status_code == ra.status_code, (url, ra.text[:300], rb.text[:300])
         assert rb.headers.get("Content-Type") == ra.headers.get("Content-Type"), url
         assert rb.headers.get("X-Data-Warnings") == ra.headers.get("X-Data-Warnings"), url
+        if url == "/api/docs":  # the API reference page (HTML), served by each instance itself
+            assert rb.text == ra.text, url
+            continue
         if url.startswith("/api/logs/export"):
             assert rb.text == ra.text and len(ra.text) > 100, url
             assert rb.headers["Content-Disposition"] == ra.headers["Content-Disposition"]
