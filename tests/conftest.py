@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,18 @@ from app import create_app  # noqa: E402
 ORCHESTRATOR = PROJECT / "examples" / "orchestrator" / "orchestrator.py"
 EXAMPLE_AGENTS = ["agent_1", "agent_2", "agent_3", "agent_5a", "agent_7", "agent_8"]
 OTHER_AGENTS = "agent_10:Signal Scout,agent_11b:Cover Artist,agent_12:Universal Harvester"
+
+
+def poll(fetch, condition, deadline_seconds: float = 30.0, interval: float = 0.05) -> list:
+    """Call fetch() until condition(value) holds; return every value seen (fails at the deadline)."""
+    seen, deadline = [], time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        value = fetch()
+        seen.append(value)
+        if condition(value):
+            return seen
+        time.sleep(interval)
+    raise AssertionError(f"condition not met; last value: {seen[-1] if seen else None}")
 
 
 def run_orchestrator(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -3,19 +3,15 @@ renders every operation of /api/openapi.json from this server's own files, under
 console errors (a CSP violation or a failed asset load is one). Screenshot: test-artifacts/api_docs.png."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from browser import INSTALLED, MISSING, chromium
 from conftest import PROJECT
 from servers import Gunicorn
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-    pytest.skip("Chromium is not installed: `make test` installs Debian's chromium and chromium-driver",
-                allow_module_level=True)
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements-dev.txt)")
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+if not INSTALLED:
+    pytest.skip(MISSING, allow_module_level=True)
+pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements-dev.txt)")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -28,16 +24,7 @@ def server(orchestrator, tmp_path):
 
 @pytest.fixture
 def browser(tmp_path):
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--lang=en-US", "--window-size=1280,1800",
-                f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    driver.set_page_load_timeout(30)
+    driver = chromium(tmp_path / "chromium-profile", 1280, 1800)
     try:
         yield driver
     finally:

@@ -4,21 +4,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
-from conftest import ORCHESTRATOR
-
-
-def poll(fetch, condition, deadline_seconds: float = 30.0):
-    """Call fetch() until condition(value) holds; return every value seen (fails at the deadline)."""
-    seen, deadline = [], time.monotonic() + deadline_seconds
-    while time.monotonic() < deadline:
-        value = fetch()
-        seen.append(value)
-        if condition(value):
-            return seen
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met; last value: {seen[-1] if seen else None}")
+from conftest import ORCHESTRATOR, poll
 
 
 def test_status_follows_a_real_run_through_its_phases(make_app, orchestrator):

@@ -22,7 +22,7 @@ import psutil
 import pytest
 from pydantic import TypeAdapter
 
-from conftest import ORCHESTRATOR, PROJECT
+from conftest import ORCHESTRATOR, PROJECT, poll
 from contract import RESPONSES
 from servers import free_port
 
@@ -34,18 +34,6 @@ IGNORES_TERM = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_I
 def py(code: str) -> str:
     """A TRAINING_COMMAND running `code` with this project's Python (the leading `python` is replaced)."""
     return f"python -c {shlex.quote(code)}"
-
-
-def poll(fetch, condition, deadline_seconds: float = 30.0, interval: float = 0.05):
-    """Call fetch() until condition(value) holds; return every value seen (fails at the deadline)."""
-    seen, deadline = [], time.monotonic() + deadline_seconds
-    while time.monotonic() < deadline:
-        value = fetch()
-        seen.append(value)
-        if condition(value):
-            return seen
-        time.sleep(interval)
-    raise AssertionError(f"condition not met; last value: {seen[-1] if seen else None}")
 
 
 def read_json(path: Path) -> dict:
