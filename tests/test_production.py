@@ -1,14 +1,17 @@
 """Production behaviour: probes, Prometheus across workers, ETag, security headers, rate and body limits."""
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
 from collections import Counter
+from importlib import metadata
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from config import load_config
 from servers import Gunicorn
 
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"}
@@ -176,3 +179,25 @@ def test_oversized_bodies_get_413_json_with_or_without_content_length(orchestrat
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b'"status":413' in answer and b"request body too large" in answer
     assert projects == []
+
+
+def test_a_crash_is_a_500_json_without_a_trace_and_debug_is_off(make_app, orchestrator):
+    app = make_app(orchestrator())
+
+    @app.get("/api/_boom")
+    def boom():
+        raise RuntimeError("secret internals")
+
+    response = app.test_client().get("/api/_boom")
+    assert response.status_code == 500 and response.get_json() == {
+        "error": "internal server error; the server log has the details", "status": 500}
+    text = response.get_data(as_text=True)
+    assert "Traceback" not in text and "secret internals" not in text and "Werkzeug Debugger" not in text
+    assert app.debug is False and load_config({})["DEBUG"] is False
+
+
+def test_dependency_floors_with_known_fixes_are_installed():
+    floors = {"werkzeug": (3, 1, 6), "flask-cors": (6, 0, 1), "requests": (2, 33), "urllib3": (2, 5)}
+    for package, floor in floors.items():
+        installed = tuple(int(p) for p in re.findall(r"\d+", metadata.version(package))[:len(floor)])
+        assert installed >= floor, (package, metadata.version(package))
