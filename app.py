@@ -16,6 +16,7 @@ import errors
 import hardening
 import monitoring
 import openapi
+import response_cache
 import routes
 import stream
 from config import PROJECT_DIR, load_config
@@ -59,6 +60,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     auth.init_app(app)
     monitoring.observe_requests(app)  # before hardening, so it sees the final status (a 304, say)
     hardening.init_app(app)
+    response_cache.init_app(app)  # after auth: a cached answer is only for those allowed to read
     app.extensions["provider"] = DataProviderFactory.get_provider(settings["ENVIRONMENT"], settings)
     app.extensions["started_at"] = time.monotonic()
     app.register_blueprint(routes.bp)

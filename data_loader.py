@@ -24,7 +24,7 @@ from typing import Iterable, Iterator, Optional
 MAX_FILE_BYTES = 10 * 1024 * 1024
 TAIL_MAX_BYTES = 1024 * 1024
 BLOCK_SIZE = 64 * 1024
-CACHE_SIZE = 256
+CACHE_SIZE = 1024
 JSON_RETRY_SECONDS = 0.05
 MAX_EVENT_CHARS = 64 * 1024
 MAX_LINE_BYTES = 1024 * 1024
@@ -58,6 +58,9 @@ RUN_STARTED, RUN_OK, RUN_FAILED = ("HOLISTIC TRAINING PIPELINE STARTED", "Holist
 _lock = threading.Lock()
 _cache: "OrderedDict[tuple, tuple]" = OrderedDict()
 _last_good: "OrderedDict[str, object]" = OrderedDict()
+_tails: "OrderedDict[tuple, tuple]" = OrderedDict()
+_listings: "OrderedDict[tuple, tuple]" = OrderedDict()
+TAIL_CACHE_SIZE = 16
 
 
 # --- paths, times, bytes ---
@@ -148,7 +151,8 @@ def _decode(data: bytes) -> str:
 def _cache_key(kind: str, path: Path):
     try:
         st = os.stat(path)
-        return (kind, os.path.realpath(path), st.st_mtime_ns, st.st_size) if stat.S_ISREG(st.st_mode) else None
+        # The inode names the file wherever the path points (cheaper than realpath on every call).
+        return (kind, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size) if stat.S_ISREG(st.st_mode) else None
     except (OSError, ValueError):
         return None
 
@@ -187,8 +191,8 @@ def _cached(parser):
 def clear_cache() -> None:
     """Forget every cached parse and last good JSON copy (for tests)."""
     with _lock:
-        _cache.clear()
-        _last_good.clear()
+        for store in (_cache, _last_good, _tails, _listings):
+            store.clear()
 
 
 def _load_json(path: Path):
@@ -390,14 +394,37 @@ def parse_orchestration_report(path):
 # --- daily reports and agent modules ---
 
 def list_daily_reports(logs_dir) -> list:
-    """[(date, Path)] of the regular daily_report_YYYY-MM-DD.txt files in logs_dir, oldest first."""
+    """[(date, Path)] of the regular daily_report_YYYY-MM-DD.txt files in logs_dir, oldest first.
+
+    Remembered until the folder changes (a file added, removed or renamed changes its mtime).
+    """
+    try:
+        st = os.stat(logs_dir)
+        key = ("reports", st.st_dev, st.st_ino, st.st_mtime_ns)
+    except (OSError, ValueError, TypeError):
+        return []
+    with _lock:
+        hit = _listings.get(key)
+    if hit is not None:
+        return list(hit)
+    found = _list_daily_reports(logs_dir)
+    with _lock:
+        _listings[key] = tuple(found)
+        while len(_listings) > TAIL_CACHE_SIZE:
+            _listings.popitem(last=False)
+    return found
+
+
+def _list_daily_reports(logs_dir) -> list:
     found = []
     try:
         with os.scandir(logs_dir) as entries:
             for entry in entries:
                 m = REPORT_NAME_RE.match(entry.name)
                 day = parse_naive_timestamp(m.group(1)) if m else None
-                if day is not None and entry.is_file() and resolve_inside(logs_dir, entry.name):
+                # A regular entry of the folder is inside it; only a symlink needs resolving.
+                if day is not None and entry.is_file() and (not entry.is_symlink()
+                                                            or resolve_inside(logs_dir, entry.name)):
                     found.append((day.date(), Path(entry.path)))
     except (OSError, ValueError, TypeError):
         return []
@@ -532,7 +559,8 @@ def list_log_files(logs_dir) -> list:
     try:
         with os.scandir(logs_dir) as entries:
             for entry in entries:
-                if entry.name.endswith(".log") and entry.is_file() and resolve_inside(logs_dir, entry.name):
+                if entry.name.endswith(".log") and entry.is_file() and (not entry.is_symlink()
+                                                                        or resolve_inside(logs_dir, entry.name)):
                     found.append((entry.stat().st_mtime_ns, entry.name, Path(entry.path)))
     except (OSError, ValueError, TypeError):
         return []
@@ -598,9 +626,28 @@ def _group(lines: Iterable[str]) -> Iterator[dict]:
 
 
 def read_log_events(path, limit, max_bytes=TAIL_MAX_BYTES) -> tuple:
-    """(the newest `limit` events of a log, oldest first, warnings), within a max_bytes tail window."""
+    """(the newest `limit` events of a log, oldest first, warnings), within a max_bytes tail window.
+
+    An unchanged log (same inode, size and mtime) is answered from memory; the events are shared, so
+    callers must not change them.
+    """
     if limit <= 0:
         return [], []
+    key = _cache_key(f"tail:{limit}:{max_bytes}", Path(path))
+    with _lock:
+        hit = _tails.get(key) if key else None
+    if hit is not None:
+        return list(hit[0]), list(hit[1])
+    events, warnings = _read_log_events(path, limit, max_bytes)
+    if key is not None and _cache_key(f"tail:{limit}:{max_bytes}", Path(path)) == key:
+        with _lock:
+            _tails[key] = (tuple(events), tuple(warnings))
+            while len(_tails) > TAIL_CACHE_SIZE:
+                _tails.popitem(last=False)
+    return events, warnings
+
+
+def _read_log_events(path, limit, max_bytes) -> tuple:
     n = limit * 2 + 16
     while True:
         lines, warnings, capped = _tail(Path(path), n, max_bytes)

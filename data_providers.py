@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from abc import ABC, abstractmethod
 from datetime import date, datetime, timedelta
 from typing import Iterator, Optional
@@ -35,6 +36,8 @@ ALL_PHASES = PHASE_KEYS + ("cleanup",)
 ERROR_LEVELS = ("ERROR", "CRITICAL", "WARNING")
 ERROR_WINDOW = timedelta(days=7)
 CPU_ALERT_WINDOW_SECONDS = 300
+# Files are compared with what the database recorded at most this often per process.
+INGEST_CHECK_SECONDS = 2.0
 
 
 class DataProvider(ABC):
@@ -172,6 +175,7 @@ class LocalDataProvider(DataProvider):
         self.threshold = float(config.get("QUALITY_THRESHOLD", 7.0))
         self.disk_path = config.get("HEALTH_DISK_PATH", "/")
         self.training = training_control.TrainingController(config)
+        self._ingest_checked = float("-inf")  # when this process last compared the files with the database
 
     def state(self) -> OrchestratorState:
         """A fresh view of the orchestrator folder (one per request)."""
@@ -230,10 +234,11 @@ class LocalDataProvider(DataProvider):
         except database.DatabaseUnavailable as err:
             self._db_warning(s, err)
             return None
-        if not s.__dict__.get("_ingested"):
+        if not s.__dict__.get("_ingested") and time.monotonic() - self._ingest_checked >= INGEST_CHECK_SECONDS:
             s.__dict__["_ingested"] = True
             try:
                 history_store.ingest(db, s, lambda: self._runs(s))
+                self._ingest_checked = time.monotonic()
             except sqlite3.Error as err:
                 s.warnings.append(f"database: could not record the orchestrator's files ({err})")
         try:

@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Optional
 
 from database import transaction, utc_now
 from events import fingerprint
+from data_loader import parse_daily_report
 from orchestrator_state import OrchestratorState
 
 TRAINING_METRICS = "training_metrics"
@@ -38,8 +39,8 @@ def _sources(s: OrchestratorState) -> dict[str, Path]:
     sources = {"metrics": logs / "training_metrics.json", "result": s.root / "holistic_training_result.json"}
     if s.log_files:
         sources["log"] = s.log_files[0]
-    for report in s.reports:
-        sources[f"report:{report['date']}"] = logs / f"daily_report_{report['date'].strftime('%Y%m%d')}.txt"
+    for day, path in s.report_files:
+        sources[f"report:{day.isoformat()}"] = path
     return sources
 
 
@@ -71,9 +72,9 @@ def ingest(conn: sqlite3.Connection, s: OrchestratorState, runs: Callable[[], li
             written += _ingest_runs(conn, s, runs())
         if "log" in changed:
             written += _ingest_log_events(conn, s)
-        reports = [k for k in changed if k.startswith("report:")]
+        reports = [path for name, (path, _sig) in changed.items() if name.startswith("report:")]
         if reports:
-            written += _ingest_reports(conn, s, {date.fromisoformat(k.split(":", 1)[1]) for k in reports})
+            written += _ingest_reports(conn, s, reports)
         now = utc_now()
         conn.executemany(
             "INSERT INTO ingested_files (path, mtime_ns, size, ingested_at) VALUES (?, ?, ?, ?)"
@@ -113,10 +114,12 @@ def _ingest_metrics(conn: sqlite3.Connection, s: OrchestratorState) -> int:
     return conn.total_changes - before
 
 
-def _ingest_reports(conn: sqlite3.Connection, s: OrchestratorState, days: set[date]) -> int:
+def _ingest_reports(conn: sqlite3.Connection, s: OrchestratorState, paths: list[Path]) -> int:
     rows = []
-    for report in s.reports:
-        if report["date"] not in days:
+    for path in paths:
+        report, warnings = parse_daily_report(path)
+        s.warnings.extend(warnings)
+        if not report or not report.get("date"):
             continue
         stamp = s.iso(datetime.combine(report["date"], datetime.min.time()))
         rows.append((stamp, None, "system_overall_quality", report.get("system_quality"), None, DAILY_REPORT))

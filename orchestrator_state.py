@@ -20,6 +20,9 @@ QUALITY_KEY = re.compile(r"^(agent_[A-Za-z0-9]+)_quality$")
 SYSTEM_KEY = "system_overall_quality"
 LOG_WINDOW_EVENTS = 5000
 DEFAULT_RUN_TIMEOUT = 1800.0
+# Reports read per request: twice the orchestrator's 30-day retention. History reaches further back
+# through the database, which records every report once (history_store).
+REPORT_WINDOW = 60
 
 
 class OrchestratorState:
@@ -81,13 +84,18 @@ class OrchestratorState:
         return modules
 
     @cached_property
-    def reports(self) -> list[dict]:
-        """Every daily report still on disk, oldest first."""
+    def report_files(self) -> list[tuple]:
+        """[(date, path)] of every daily report on disk, oldest first (listed, not read)."""
         logs = self._path("logs")
         if logs is None or not logs.is_dir():
             return []
+        return dl.list_daily_reports(logs)
+
+    @cached_property
+    def reports(self) -> list[dict]:
+        """The newest REPORT_WINDOW daily reports, parsed, oldest first (older ones live in the database)."""
         parsed = []
-        for _day, path in dl.list_daily_reports(logs):
+        for _day, path in self.report_files[-REPORT_WINDOW:]:
             report = self._parse(dl.parse_daily_report, f"logs/{path.name}")
             if report and report.get("date"):
                 parsed.append(report)

@@ -81,6 +81,7 @@ def make_app(tmp_path):
     def make(root: Path, **config):
         settings = {"TESTING": True, "ORCHESTRATOR_PATH": root, "DATABASE_PATH": tmp_path / "db.sqlite",
                     "LOG_FILE": None, "HEALTH_SAMPLE_SECONDS": 0, "TRAINING_RUNS_DIR": tmp_path / "runs",
+                    "RESPONSE_CACHE_SECONDS": 0,
                     # Host alerts depend on this machine's load; tests that check them set thresholds.
                     **{f"ALERT_{r}_{lvl}": 101.0 for r in ("CPU", "MEMORY", "DISK") for lvl in ("WARNING", "CRITICAL")}}
         settings.update(config)

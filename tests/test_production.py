@@ -1,6 +1,7 @@
 """Production behaviour: probes, Prometheus across workers, ETag, security headers, rate and body limits."""
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -201,3 +202,24 @@ def test_dependency_floors_with_known_fixes_are_installed():
     for package, floor in floors.items():
         installed = tuple(int(p) for p in re.findall(r"\d+", metadata.version(package))[:len(floor)])
         assert installed >= floor, (package, metadata.version(package))
+
+
+def test_polled_answers_are_cached_briefly_and_a_post_clears_them(make_app, orchestrator):
+    root = orchestrator()
+    client = make_app(root, RESPONSE_CACHE_SECONDS=0.5).test_client()
+    first = client.get("/api/dashboard/overview").get_json()
+    path = root / "holistic_training_result.json"
+    result = json.loads(path.read_text())
+    result["agents_trained"] = 99
+    path.write_text(json.dumps(result))
+    assert client.get("/api/dashboard/overview").get_json() == first  # served again within the TTL
+    client.post("/api/storyboard/project/create", json={"name": "clears the cache"})
+    assert client.get("/api/dashboard/overview").get_json()["agents_trained"] == 99
+    result["agents_trained"] = 98
+    path.write_text(json.dumps(result))
+    time.sleep(0.6)
+    assert client.get("/api/dashboard/overview").get_json()["agents_trained"] == 98  # expired
+    # Errors are never cached, and cached answers still revalidate with their ETag.
+    assert client.get("/api/agents/nope").status_code == 404
+    etag = client.get("/api/dashboard/overview").headers["ETag"]
+    assert client.get("/api/dashboard/overview", headers={"If-None-Match": etag}).status_code == 304
