@@ -64,8 +64,16 @@ def test_sandbox_leaves_the_app_its_writable_paths():
     assert service["CapabilityBoundingSet"] == ""
     families = set(service["RestrictAddressFamilies"].split())
     assert {"AF_INET", "AF_INET6", "AF_UNIX"} <= families
-    # Training runs inherit the sandbox: nothing that hides GPUs or forbids JIT memory is active.
-    assert "PrivateDevices" not in service and "MemoryDenyWriteExecute" not in service
+    assert {"/tmp", "/var/tmp"} <= set(all_values("ReadWritePaths"))  # ProtectSystem=strict covers them too
+
+
+def test_sandbox_spares_training_runs_that_outlive_the_dashboard():
+    # Runs started from the dashboard inherit the sandbox and outlive a restart: nothing that deletes
+    # their temporary files or IPC objects at stop, hides GPUs or forbids JIT memory is active.
+    service = unit_sections()["Service"]
+    for option in ("PrivateTmp", "RemoveIPC", "PrivateDevices", "MemoryDenyWriteExecute"):
+        assert option not in service, option
+    assert service["RuntimeDirectoryPreserve"] == "yes"
 
 
 def verify(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
