@@ -1,9 +1,11 @@
 """The Flask app factory: `gunicorn app:app` or `python app.py`."""
 from __future__ import annotations
 
+import atexit
 import logging
 import logging.handlers
 import os
+import queue
 import time
 
 from dotenv import load_dotenv
@@ -24,10 +26,16 @@ from data_providers import DataProviderFactory
 from sampler import Sampler
 
 log = logging.getLogger("dashboard")
+_log_listener: logging.handlers.QueueListener | None = None
 
 
 def configure_logging(app: Flask) -> None:
-    """Log to the console and, when LOG_FILE is set, to that file (reopened after logrotate)."""
+    """Log to the console and, when LOG_FILE is set, to that file (reopened after logrotate).
+
+    Requests only put records on a queue; one thread per process formats and writes them, so a
+    request never waits on the disk or the journal.
+    """
+    global _log_listener
     root = logging.getLogger()
     root.setLevel(app.config["LOG_LEVEL"])
     formatter = logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
@@ -35,13 +43,25 @@ def configure_logging(app: Flask) -> None:
     if app.config.get("LOG_FILE"):
         os.makedirs(os.path.dirname(app.config["LOG_FILE"]), exist_ok=True)
         handlers.append(logging.handlers.WatchedFileHandler(app.config["LOG_FILE"], encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    if _log_listener is not None:
+        _log_listener.stop()
     for handler in list(root.handlers):
         if getattr(handler, "_dashboard", False):
             root.removeHandler(handler)
-    for handler in handlers:
-        handler.setFormatter(formatter)
-        handler._dashboard = True
-        root.addHandler(handler)
+    records: queue.SimpleQueue = queue.SimpleQueue()
+    to_queue = logging.handlers.QueueHandler(records)
+    to_queue._dashboard = True
+    root.addHandler(to_queue)
+    _log_listener = logging.handlers.QueueListener(records, *handlers)
+    _log_listener.start()
+
+
+@atexit.register
+def _flush_logs() -> None:
+    if _log_listener is not None:
+        _log_listener.stop()
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -83,7 +103,9 @@ def enable_cors(app: Flask) -> None:
         def exact_origins_only(response):
             # flask-cors compares origins case-insensitively; browsers send them lower-case, so an
             # origin that differs from the configured string in any way is refused.
-            response.vary.add("Origin")
+            vary = response.headers.get("Vary", "")
+            if "Origin" not in vary:
+                response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
             if request.headers.get("Origin") not in origins:
                 for header in [h for h in response.headers.keys() if h.lower().startswith("access-control-")]:
                     del response.headers[header]

@@ -61,6 +61,8 @@ _last_good: "OrderedDict[str, object]" = OrderedDict()
 _tails: "OrderedDict[tuple, tuple]" = OrderedDict()
 _listings: "OrderedDict[tuple, tuple]" = OrderedDict()
 TAIL_CACHE_SIZE = 16
+BISECT_STOP_BYTES = 64 * 1024
+BISECT_PROBE_LINES = 200
 
 
 # --- paths, times, bytes ---
@@ -660,14 +662,45 @@ def _read_log_events(path, limit, max_bytes) -> tuple:
     return events[-limit:], warnings
 
 
-def iter_log_events(path) -> Iterator[dict]:
-    """Every event of a log, oldest first, streamed; nothing for a missing or non-regular file."""
-    fd, _st, _warnings = _open_regular(Path(path))
+def _offset_near(f, size: int, since: datetime) -> int:
+    """A line-start offset at or before the first line stamped `since` or later (bisection on the
+    byte offsets: a log's lines are in time order), so a window of a huge log is read, not all of it."""
+    lo, hi = 0, size
+    while hi - lo > BISECT_STOP_BYTES:
+        mid = (lo + hi) // 2
+        f.seek(mid)
+        f.readline(MAX_LINE_BYTES)  # the rest of the line `mid` fell in
+        stamp = None
+        for _ in range(BISECT_PROBE_LINES):
+            raw = f.readline(MAX_LINE_BYTES)
+            if not raw:
+                break
+            event = parse_log_line(raw.decode("utf-8", errors="replace"))
+            if event is not None:
+                stamp = event["timestamp"]
+                break
+        if stamp is not None and stamp < since:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def iter_log_events(path, since: Optional[datetime] = None) -> Iterator[dict]:
+    """Every event of a log (with `since`: from about that time on), oldest first, streamed; nothing
+    for a missing or non-regular file."""
+    fd, st, _warnings = _open_regular(Path(path))
     if fd is None:
         return
 
     def lines(f):
         first = True
+        if since is not None:
+            start = _offset_near(f, st.st_size, since)
+            f.seek(start)
+            if start:
+                f.readline(MAX_LINE_BYTES)  # a partial line
+                first = False
         while raw := f.readline(MAX_LINE_BYTES):
             if not raw.endswith(b"\n") and len(raw) < MAX_LINE_BYTES:
                 return  # the last line is still being written

@@ -676,7 +676,7 @@ class LocalDataProvider(DataProvider):
         s = self.state()
         cutoff = datetime.combine(s.now.date() - timedelta(days=days - 1), datetime.min.time())
         for path in reversed(s.log_files):
-            for event in data_loader.iter_log_events(path):
+            for event in data_loader.iter_log_events(path, since=cutoff):
                 if event["timestamp"] >= cutoff:
                     yield self._event(s, event)
 

@@ -39,10 +39,12 @@ def revalidate_json(response):
     """GET JSON answers carry an ETag; a matching If-None-Match gets 304 with no body."""
     if (request.method == "GET" and response.status_code == 200 and response.is_json
             and not response.is_streamed and request.path.startswith("/api/")):
-        response.add_etag()
+        if "ETag" not in response.headers:  # a cached answer brings its own
+            response.add_etag()
         # no-cache (not no-store): clients may keep the body, but must ask again each time.
         response.headers["Cache-Control"] = "no-cache, private"
-        response.make_conditional(request)
+        if request.if_none_match:
+            response.make_conditional(request)
     return response
 
 

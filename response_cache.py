@@ -41,6 +41,8 @@ class ResponseCache:
             return self._locks.setdefault(key, threading.Lock())
 
     def put(self, key: str, response: Response) -> None:
+        if "ETag" not in response.headers:
+            response.add_etag()  # computed once per cached answer, not per replay
         headers = [(k, v) for k, v in response.headers.items() if k.lower() not in ("date", "content-length")]
         with self._guard:
             self._entries[key] = Entry(time.monotonic() + self.ttl, response.get_data(), headers)

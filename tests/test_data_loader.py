@@ -595,3 +595,21 @@ def test_any_bytes_keep_the_contract(tmp_path, data):
         dl.parse_run_progress(events)
     finally:
         dl.JSON_RETRY_SECONDS = saved
+
+
+@pytest.mark.parametrize("since_day", [-1, 0, 7, 13, 29, 31])
+def test_a_time_window_of_a_log_reads_the_same_events_as_a_full_scan(tmp_path, since_day):
+    start = datetime(2025, 1, 1)
+    lines = []
+    for i in range(6000):  # 30 days, a line every ~7 minutes, a traceback now and then
+        stamp = (start + timedelta(minutes=7.2 * i)).strftime("%Y-%m-%d %H:%M:%S,000")
+        lines.append(f"{stamp} - HolisticTrainer - {'ERROR' if i % 97 == 0 else 'INFO'} - event {i} ┃ ok")
+        if i % 97 == 0:
+            lines += ["Traceback (most recent call last):", '  File "x.py", line 1', "ValueError: boom"]
+    path = tmp_path / "run.log"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    since = start + timedelta(days=since_day)
+    windowed = [e for e in dl.iter_log_events(path, since=since) if e["timestamp"] >= since]
+    scanned = [e for e in dl.iter_log_events(path) if e["timestamp"] >= since]
+    assert windowed == scanned
+    assert (len(scanned) == 0) == (since_day > 30) and (len(scanned) == 6000) == (since_day <= 0)
