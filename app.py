@@ -106,7 +106,8 @@ def enable_cors(app: Flask) -> None:
             vary = response.headers.get("Vary", "")
             if "Origin" not in vary:
                 response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
-            if request.headers.get("Origin") not in origins:
+            origin = request.headers.get("Origin")
+            if origin is not None and origin not in origins:
                 for header in [h for h in response.headers.keys() if h.lower().startswith("access-control-")]:
                     del response.headers[header]
             return response

@@ -21,7 +21,7 @@ timeout = 30  # under gthread, a heartbeat check of the worker, not a limit per 
 graceful_timeout = 20  # SIGTERM: requests in flight get this long; open streams end at once (below)
 keepalive = 5
 # Recycle workers now and then so slow leaks cannot grow; jitter keeps them from restarting together.
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "10000"))
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "100000"))
 max_requests_jitter = max_requests // 10
 limit_request_line = 4094
 limit_request_fields = 100

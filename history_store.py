@@ -224,12 +224,16 @@ def quality_agents(conn: sqlite3.Connection, since_iso: str) -> set[str]:
 
 
 def metric_points(conn: sqlite3.Connection, metric_type: str, since_iso: str) -> Optional[list[dict]]:
-    """A metric's points since `since_iso`, oldest first; None when the metric was never recorded."""
-    if conn.execute("SELECT 1 FROM metrics WHERE metric_type = ? AND source = ? LIMIT 1",
-                    (metric_type, TRAINING_METRICS)).fetchone() is None:
+    """A metric's points since `since_iso`, oldest first, from the metrics file or else from the daily
+    reports (a metrics file too large to read still leaves the reports' scores); None when never recorded."""
+    for source in (TRAINING_METRICS, DAILY_REPORT):
+        if conn.execute("SELECT 1 FROM metrics WHERE metric_type = ? AND source = ? LIMIT 1",
+                        (metric_type, source)).fetchone() is not None:
+            break
+    else:
         return None
     rows = conn.execute("SELECT timestamp, agent_id, value FROM metrics WHERE metric_type = ? AND source = ?"
-                        " AND timestamp >= ? ORDER BY timestamp", (metric_type, TRAINING_METRICS, since_iso))
+                        " AND timestamp >= ? ORDER BY timestamp", (metric_type, source, since_iso))
     return [{"timestamp": r["timestamp"], "agent": r["agent_id"], "value": r["value"]} for r in rows]
 
 

@@ -155,3 +155,13 @@ def test_health_history_serves_stored_samples(make_app, orchestrator, db_path):
     for bad in ("0", "721", "x"):
         response = client.get(f"/api/system/health/history?hours={bad}")
         assert response.status_code == 400 and "hours" in response.get_json()["error"]
+
+
+def test_metric_history_falls_back_to_report_scores_when_the_metrics_file_is_too_large(make_app, orchestrator):
+    root = orchestrator()
+    (root / "logs" / "training_metrics.json").write_bytes(b"{" + b" " * (11 << 20) + b"}")
+    client = make_app(root).test_client()
+    body = client.get("/api/metrics/history/system_overall_quality?days=30").get_json()
+    assert len(body["points"]) >= 13 and all(p["value"] is not None for p in body["points"])
+    assert any("too large" in w for w in body["warnings"])
+    assert client.get("/api/metrics/history/training_speed_ms?days=30").status_code == 404
