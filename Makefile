@@ -3,7 +3,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 EXAMPLE := examples/orchestrator
 
-.PHONY: run test browser example-data clean
+.PHONY: run test browser example-data clean audit
 
 ## Install, create the example orchestrator's history if absent, and serve under gunicorn.
 run: $(VENV)/.installed example-data
@@ -40,3 +40,8 @@ clean:
 .PHONY: bench
 bench: $(VENV)/.installed
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+## Known-vulnerability check of the installed packages (needs PyPI's vulnerability service; README "Development").
+audit: $(VENV)/.installed-dev
+	$(PY) -m pip install --quiet --disable-pip-version-check pip-audit
+	$(VENV)/bin/pip-audit --strict --progress-spinner off
