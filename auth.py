@@ -7,7 +7,7 @@ API_KEY). The key is compared in constant time and never logged or echoed.
 from __future__ import annotations
 
 import hmac
-from typing import Optional
+from typing import Callable, Optional
 
 from flask import Flask, request
 
@@ -36,6 +36,22 @@ def unauthorized(message: str, challenge: str):
     response = error_response(401, message)
     response.headers["WWW-Authenticate"] = challenge
     return response
+
+
+def read_check(app: Flask) -> Callable[[str, str], bool]:
+    """For a GET path and its Authorization header: whether the key check lets the read through."""
+    key = app.config.get("API_KEY") or ""
+    if not key or not app.config.get("REQUIRE_AUTH_FOR_READS"):
+        return lambda path, header: True
+    expected = key.encode("ascii")
+
+    def allowed(path: str, header: str) -> bool:
+        if path in OPEN_READS:
+            return True
+        supplied = bearer_token(header)
+        return supplied is not None and key_matches(supplied, expected)
+
+    return allowed
 
 
 def init_app(app: Flask) -> None:

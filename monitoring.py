@@ -27,10 +27,18 @@ bp = Blueprint("monitoring", __name__)
 REQUESTS = Counter("dashboard_http_requests_total", "HTTP requests answered", ["endpoint", "method", "status"])
 LATENCY = Histogram("dashboard_http_request_duration_seconds", "Time to answer an HTTP request",
                     ["endpoint", "method"], buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+ENDPOINT_KEY = "dashboard.endpoint"  # WSGI environ key: the route rule that answered
+
+
+def record_request(method: str, path: str, endpoint: str, status: int, elapsed: float) -> None:
+    """One answered request: its log line (method, path, status, duration) and its Prometheus figures."""
+    request_log.info("%s %s %s %.1fms", method, path, status, elapsed * 1000)
+    REQUESTS.labels(endpoint, method, str(status)).inc()
+    LATENCY.labels(endpoint, method).observe(elapsed)
 
 
 def observe_requests(app: Flask) -> None:
-    """Per request: one log line (method, path, status, duration), Prometheus counts, 5xx as events."""
+    """Per request: record_request(), and 5xx answers under /api/ as events."""
 
     @app.before_request
     def start_clock():
@@ -39,10 +47,9 @@ def observe_requests(app: Flask) -> None:
     @app.after_request
     def record(response):
         elapsed = time.perf_counter() - g.get("request_started", time.perf_counter())
-        request_log.info("%s %s %s %.1fms", request.method, request.path, response.status_code, elapsed * 1000)
         endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
-        LATENCY.labels(endpoint, request.method).observe(elapsed)
+        request.environ[ENDPOINT_KEY] = endpoint  # the label of this path's answers replayed from the cache
+        record_request(request.method, request.path, endpoint, response.status_code, elapsed)
         if response.status_code >= 500 and request.path.startswith("/api/"):
             body = response.get_json(silent=True) if response.is_json else None
             message = body.get("error", "") if isinstance(body, dict) else ""

@@ -1,106 +1,157 @@
 """A short per-process cache of GET /api/ JSON answers, so many pollers cost one computation.
 
-Within RESPONSE_CACHE_SECONDS an answer is served again as it was. When it has expired, one request
-recomputes it while others get the previous answer; a POST in this process empties the cache (other
-workers catch up within RESPONSE_CACHE_SECONDS). 0 turns the cache off.
+Within RESPONSE_CACHE_SECONDS an answer is served again exactly as it was sent, headers included, by a
+WSGI layer in front of Flask: a cache hit skips routing and every hook, and is only logged and counted.
+When an answer has expired, one request recomputes it while others get the previous one. Answers are
+kept per path, query and Origin (the CORS headers differ by origin), and only for readers the key check
+lets through. `If-None-Match` is answered here: a matching ETag gets a 304. A POST in this process
+empties the cache (other workers catch up within RESPONSE_CACHE_SECONDS). 0 turns the cache off.
 """
 from __future__ import annotations
 
 import threading
 import time
 from collections import OrderedDict
-from typing import NamedTuple, Optional
+from typing import Callable, Iterable, NamedTuple, Optional
 
-from flask import Flask, Response, g, request
+from flask import Flask, request
+from werkzeug.http import parse_etags, unquote_etag
+
+import auth
+import monitoring
 
 UNCACHED = ("/api/stream", "/api/logs/export")
 MAX_ENTRIES = 256
+NOT_IN_304 = frozenset({"content-type", "content-length"})
 
 
 class Entry(NamedTuple):
     expires: float
     body: bytes
     headers: list
+    etag: Optional[str]
+    endpoint: str
 
 
 class ResponseCache:
-    """GET answers by full path, each with the lock held by the request that is recomputing it."""
+    """Answers by key, each key with a lock held by the request that is recomputing it."""
 
     def __init__(self, ttl: float):
         self.ttl = ttl
-        self._entries: "OrderedDict[str, Entry]" = OrderedDict()
-        self._locks: dict[str, threading.Lock] = {}
+        self._entries: "OrderedDict[tuple, Entry]" = OrderedDict()
+        self._locks: dict[tuple, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def get(self, key: str) -> Optional[Entry]:
+    def get(self, key: tuple) -> Optional[Entry]:
         with self._guard:
             return self._entries.get(key)
 
-    def lock_for(self, key: str) -> threading.Lock:
+    def lock_for(self, key: tuple) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def put(self, key: str, response: Response) -> None:
-        if "ETag" not in response.headers:
-            response.add_etag()  # computed once per cached answer, not per replay
-        headers = [(k, v) for k, v in response.headers.items() if k.lower() not in ("date", "content-length")]
+    def put(self, key: tuple, body: bytes, headers: list, endpoint: str) -> Entry:
+        etag = next((v for k, v in headers if k.lower() == "etag"), None)
+        entry = Entry(time.monotonic() + self.ttl, body, headers, etag and unquote_etag(etag)[0], endpoint)
         with self._guard:
-            self._entries[key] = Entry(time.monotonic() + self.ttl, response.get_data(), headers)
+            self._entries[key] = entry
             self._entries.move_to_end(key)
             while len(self._entries) > MAX_ENTRIES:
                 gone, _ = self._entries.popitem(last=False)
                 self._locks.pop(gone, None)
+        return entry
 
     def clear(self) -> None:
         with self._guard:
             self._entries.clear()
 
 
-def _cacheable() -> bool:
-    return request.method == "GET" and request.path.startswith("/api/") and not request.path.startswith(UNCACHED)
+class CachedAnswers:
+    """WSGI middleware: serves fresh cached GET answers, and stores the 200 JSON answers of the app."""
+
+    def __init__(self, wsgi_app: Callable, cache: ResponseCache, may_read: Callable[[str, str], bool]):
+        self.wsgi_app = wsgi_app
+        self.cache = cache
+        self.may_read = may_read
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        key = self._key(environ)
+        if key is None:
+            return self.wsgi_app(environ, start_response)
+        started = time.perf_counter()
+        entry = self.cache.get(key)
+        if entry is not None and entry.expires > time.monotonic():
+            return self._replay(entry, environ, start_response, started)
+        lock = self.cache.lock_for(key)
+        if not lock.acquire(blocking=entry is None):
+            return self._replay(entry, environ, start_response, started)  # recomputing: the last one will do
+        try:
+            fresh = self.cache.get(key)
+            if fresh is not None and fresh.expires > time.monotonic():  # computed while we waited
+                return self._replay(fresh, environ, start_response, started)
+            return self._compute(key, environ, start_response)
+        finally:
+            lock.release()
+
+    def _key(self, environ: dict) -> Optional[tuple]:
+        path = environ.get("PATH_INFO", "")
+        if (environ.get("REQUEST_METHOD") != "GET" or not path.startswith("/api/") or path.startswith(UNCACHED)
+                or not self.may_read(path, environ.get("HTTP_AUTHORIZATION", ""))):
+            return None
+        return path, environ.get("QUERY_STRING", ""), environ.get("HTTP_ORIGIN", "")
+
+    def _compute(self, key: tuple, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        """Run the app without the conditional header (so a 200 can be kept), then answer as a hit would."""
+        if_none_match = environ.pop("HTTP_IF_NONE_MATCH", None)
+        captured: list = []
+
+        def capture(status, headers, exc_info=None):
+            captured[:] = [status, headers]
+            return lambda data: None  # Flask never uses write()
+
+        app_iter = self.wsgi_app(environ, capture)
+        try:
+            body = b"".join(app_iter)
+        finally:
+            if hasattr(app_iter, "close"):
+                app_iter.close()
+        status, headers = captured
+        content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
+        if not (status.startswith("200") and content_type.startswith("application/json")):
+            start_response(status, headers)
+            return [body]
+        entry = self.cache.put(key, body, headers, environ.get(monitoring.ENDPOINT_KEY, "unmatched"))
+        if if_none_match is not None:
+            environ["HTTP_IF_NONE_MATCH"] = if_none_match
+        return self._answer(entry, environ, start_response)
+
+    def _replay(self, entry: Entry, environ: dict, start_response: Callable, started: float) -> Iterable[bytes]:
+        answer = self._answer(entry, environ, start_response)
+        status = 304 if not answer else 200
+        monitoring.record_request("GET", environ.get("PATH_INFO", ""), entry.endpoint, status,
+                                  time.perf_counter() - started)
+        return answer
+
+    @staticmethod
+    def _answer(entry: Entry, environ: dict, start_response: Callable) -> list:
+        if_none_match = environ.get("HTTP_IF_NONE_MATCH")
+        if entry.etag is not None and if_none_match and parse_etags(if_none_match).contains_weak(entry.etag):
+            start_response("304 NOT MODIFIED", [(k, v) for k, v in entry.headers if k.lower() not in NOT_IN_304])
+            return []
+        start_response("200 OK", entry.headers)
+        return [entry.body]
 
 
 def init_app(app: Flask) -> None:
-    """Serve fresh cached answers before the view runs; store new 200 JSON answers after it."""
+    """Put the cache in front of the app; a POST (past the key check) empties it."""
     ttl = app.config["RESPONSE_CACHE_SECONDS"]
     if ttl <= 0:
         return
     cache = ResponseCache(ttl)
     app.extensions["response_cache"] = cache
-
-    def replay(entry: Entry) -> Response:
-        return Response(entry.body, status=200, headers=entry.headers)
+    app.wsgi_app = CachedAnswers(app.wsgi_app, cache, auth.read_check(app))
 
     @app.before_request
-    def serve_cached():
+    def clear_on_post():
         if request.method == "POST":
             cache.clear()
-            return None
-        if not _cacheable():
-            return None
-        key = request.full_path
-        entry = cache.get(key)
-        if entry is not None and entry.expires > time.monotonic():
-            return replay(entry)
-        lock = cache.lock_for(key)
-        if not lock.acquire(blocking=entry is None):
-            return replay(entry)  # another request is recomputing it: the previous answer will do
-        fresh = cache.get(key)
-        if fresh is not None and fresh.expires > time.monotonic():  # computed while we waited
-            lock.release()
-            return replay(fresh)
-        g.response_cache = (key, lock)
-        return None
-
-    @app.after_request
-    def store(response):
-        pending = g.get("response_cache")
-        if pending and response.status_code == 200 and response.is_json and not response.is_streamed:
-            cache.put(pending[0], response)
-        return response
-
-    @app.teardown_request
-    def release(_exc):
-        pending = g.pop("response_cache", None)
-        if pending:
-            pending[1].release()

@@ -91,7 +91,9 @@ def scrape(server: Gunicorn) -> dict:
 
 
 def test_prometheus_metrics_are_summed_across_two_workers(orchestrator, tmp_path):
-    with Gunicorn(orchestrator(), tmp_path / "srv", GUNICORN_WORKERS="2", GUNICORN_THREADS="2") as server:
+    # Uncached, so each request costs enough that both workers take some.
+    with Gunicorn(orchestrator(), tmp_path / "srv", GUNICORN_WORKERS="2", GUNICORN_THREADS="2",
+                  RESPONSE_CACHE_SECONDS="0") as server:
         requests = 60
         threads = [threading.Thread(target=lambda: [server.request("GET", "/api/agents/status")
                                                      for _ in range(requests // 6)]) for _ in range(6)]
@@ -223,3 +225,49 @@ def test_polled_answers_are_cached_briefly_and_a_post_clears_them(make_app, orch
     assert client.get("/api/agents/nope").status_code == 404
     etag = client.get("/api/dashboard/overview").headers["ETag"]
     assert client.get("/api/dashboard/overview", headers={"If-None-Match": etag}).status_code == 304
+
+
+def test_cached_answers_keep_each_origins_cors_headers_and_revalidate(make_app, orchestrator):
+    client = make_app(orchestrator(), RESPONSE_CACHE_SECONDS=60,
+                      CORS_ORIGINS=["http://localhost:3000", "http://localhost:5173"]).test_client()
+    for _ in range(2):  # the second round is served from the cache
+        for origin in ("http://localhost:3000", "http://localhost:5173"):
+            response = client.get("/api/agents/status", headers={"Origin": origin})
+            assert response.status_code == 200 and response.headers["Access-Control-Allow-Origin"] == origin
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+        evil = client.get("/api/agents/status", headers={"Origin": "https://evil.example"})
+        assert "Access-Control-Allow-Origin" not in evil.headers
+    etag = client.get("/api/agents/status").headers["ETag"]
+    not_modified = client.get("/api/agents/status", headers={"If-None-Match": etag})
+    assert not_modified.status_code == 304 and not_modified.data == b"" and not_modified.headers["ETag"] == etag
+    assert "Content-Type" not in not_modified.headers and not_modified.headers["Cache-Control"] == "no-cache, private"
+    other = client.get("/api/agents/status", headers={"If-None-Match": '"something-else"'})
+    assert other.status_code == 200 and other.get_json() == client.get("/api/agents/status").get_json()
+    # A miss with a matching ETag is answered 304 too, and the answer it computed is kept.
+    first_health = client.get("/api/agents/health")
+    client.post("/api/storyboard/project/create", json={"name": "empties the cache"})
+    again = client.get("/api/agents/health", headers={"If-None-Match": first_health.headers["ETag"]})
+    assert again.status_code == 304
+    assert client.get("/api/agents/health").get_json() == first_health.get_json()
+
+
+def test_a_cached_answer_is_only_for_those_allowed_to_read(make_app, orchestrator):
+    client = make_app(orchestrator(), RESPONSE_CACHE_SECONDS=60, API_KEY="k" * 32,
+                      REQUIRE_AUTH_FOR_READS=True).test_client()
+    key = {"Authorization": "Bearer " + "k" * 32}
+    assert client.get("/api/agents/status", headers=key).status_code == 200
+    assert client.get("/api/agents/status", headers=key).status_code == 200  # a hit
+    assert client.get("/api/agents/status").status_code == 401
+    assert client.get("/api/agents/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/api/status").status_code == 200
+
+
+def test_cache_hits_are_counted_under_their_route(orchestrator, tmp_path):
+    with Gunicorn(orchestrator(), tmp_path / "srv", GUNICORN_WORKERS="1", RESPONSE_CACHE_SECONDS="60") as server:
+        for _ in range(5):
+            assert server.request("GET", "/api/agents/agent_1")[0] == 200
+        text = server.request("GET", "/metrics")[2].decode()
+    counts = {s.labels["status"]: s.value for family in text_string_to_metric_families(text)
+              for s in family.samples
+              if s.name == "dashboard_http_requests_total" and s.labels["endpoint"] == "/api/agents/<agent_id>"}
+    assert counts == {"200": 5.0}
