@@ -41,6 +41,12 @@ clean:
 bench: $(VENV)/.installed
 	$(PY) bench/run.py $(BENCH_ARGS)
 
+## Mixed load (test plan T38; about 7 min): 80% GET, 15% POST, 5% streams, then /healthz under 64 connections.
+## LOAD_ARGS passes options, e.g. LOAD_ARGS="--duration 60".
+.PHONY: load
+load: $(VENV)/.installed
+	$(PY) bench/load.py $(LOAD_ARGS)
+
 ## Known-vulnerability check of the installed packages (needs PyPI's vulnerability service; README "Development").
 audit: $(VENV)/.installed-dev
 	$(PY) -m pip install --quiet --disable-pip-version-check pip-audit

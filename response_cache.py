@@ -5,7 +5,8 @@ WSGI layer in front of Flask: a cache hit skips routing and every hook, and is o
 When an answer has expired, one request recomputes it while others get the previous one. Answers are
 kept per path, query and Origin (the CORS headers differ by origin), and only for readers the key check
 lets through. `If-None-Match` is answered here: a matching ETag gets a 304. A POST in this process
-empties the cache (other workers catch up within RESPONSE_CACHE_SECONDS). 0 turns the cache off.
+forgets the answers of the areas it changes (changed_by; other workers catch up within
+RESPONSE_CACHE_SECONDS). 0 turns the cache off.
 """
 from __future__ import annotations
 
@@ -61,9 +62,11 @@ class ResponseCache:
                 self._locks.pop(gone, None)
         return entry
 
-    def clear(self) -> None:
+    def clear(self, prefixes: tuple[str, ...] = ("/",)) -> None:
+        """Forget the answers whose path starts with one of `prefixes`."""
         with self._guard:
-            self._entries.clear()
+            for key in [k for k in self._entries if k[0].startswith(prefixes)]:
+                del self._entries[key]
 
 
 class CachedAnswers:
@@ -142,6 +145,15 @@ class CachedAnswers:
         return [entry.body]
 
 
+def changed_by(post_path: str) -> tuple[str, ...]:
+    """The GET paths a POST may change: its own area (/api/<area>/), and for training also the dashboard
+    and system areas (a run's start and end are events, and the overview shows it)."""
+    area = post_path.split("/")[2] if post_path.startswith("/api/") and post_path.count("/") >= 2 else ""
+    if not area:
+        return ("/",)
+    return ("/api/training/", "/api/dashboard/", "/api/system/") if area == "training" else (f"/api/{area}/",)
+
+
 def init_app(app: Flask) -> None:
     """Put the cache in front of the app; a POST (past the key check) empties it."""
     ttl = app.config["RESPONSE_CACHE_SECONDS"]
@@ -154,4 +166,4 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def clear_on_post():
         if request.method == "POST":
-            cache.clear()
+            cache.clear(changed_by(request.path))

@@ -206,17 +206,21 @@ def test_dependency_floors_with_known_fixes_are_installed():
         assert installed >= floor, (package, metadata.version(package))
 
 
-def test_polled_answers_are_cached_briefly_and_a_post_clears_them(make_app, orchestrator):
+def test_polled_answers_are_cached_briefly_and_a_post_clears_its_areas(make_app, orchestrator):
     root = orchestrator()
     client = make_app(root, RESPONSE_CACHE_SECONDS=0.5).test_client()
     first = client.get("/api/dashboard/overview").get_json()
+    projects = client.get("/api/storyboard/projects").get_json()
     path = root / "holistic_training_result.json"
     result = json.loads(path.read_text())
     result["agents_trained"] = 99
     path.write_text(json.dumps(result))
     assert client.get("/api/dashboard/overview").get_json() == first  # served again within the TTL
-    client.post("/api/storyboard/project/create", json={"name": "clears the cache"})
-    assert client.get("/api/dashboard/overview").get_json()["agents_trained"] == 99
+    client.post("/api/storyboard/project/create", json={"name": "clears the storyboard answers"})
+    assert len(client.get("/api/storyboard/projects").get_json()) == len(projects) + 1
+    assert client.get("/api/dashboard/overview").get_json() == first  # another area: still cached
+    assert client.post("/api/training/stop", json={}).status_code == 409
+    assert client.get("/api/dashboard/overview").get_json()["agents_trained"] == 99  # training touches it
     result["agents_trained"] = 98
     path.write_text(json.dumps(result))
     time.sleep(0.6)
@@ -228,8 +232,9 @@ def test_polled_answers_are_cached_briefly_and_a_post_clears_them(make_app, orch
 
 
 def test_cached_answers_keep_each_origins_cors_headers_and_revalidate(make_app, orchestrator):
-    client = make_app(orchestrator(), RESPONSE_CACHE_SECONDS=60,
-                      CORS_ORIGINS=["http://localhost:3000", "http://localhost:5173"]).test_client()
+    app = make_app(orchestrator(), RESPONSE_CACHE_SECONDS=60,
+                   CORS_ORIGINS=["http://localhost:3000", "http://localhost:5173"])
+    client = app.test_client()
     for _ in range(2):  # the second round is served from the cache
         for origin in ("http://localhost:3000", "http://localhost:5173"):
             response = client.get("/api/agents/status", headers={"Origin": origin})
@@ -245,7 +250,7 @@ def test_cached_answers_keep_each_origins_cors_headers_and_revalidate(make_app, 
     assert other.status_code == 200 and other.get_json() == client.get("/api/agents/status").get_json()
     # A miss with a matching ETag is answered 304 too, and the answer it computed is kept.
     first_health = client.get("/api/agents/health")
-    client.post("/api/storyboard/project/create", json={"name": "empties the cache"})
+    app.extensions["response_cache"].clear()
     again = client.get("/api/agents/health", headers={"If-None-Match": first_health.headers["ETag"]})
     assert again.status_code == 304
     assert client.get("/api/agents/health").get_json() == first_health.get_json()

@@ -1,0 +1,208 @@
+"""`make load`: the dashboard under a mixed load, then /healthz under 64 connections (test plan T38).
+
+1. Mixed load for --duration seconds (default 300) against the production gunicorn settings on the
+   bench data set (bench/dataset.py): --users connections split 80% GET (every GET endpoint under /api,
+   chosen at random per request, wrk with a Lua script), 15% POST (storyboard projects, the write a
+   dashboard user repeats; POST_RATE_LIMIT=0 so the one load client is not throttled) and 5% Server-Sent
+   Event streams held open the whole time. wrk connections do not pause between requests: this is the
+   most that many users can ask, not a model of people reading a page.
+2. `wrk -t2 -c64 -d<--health-duration>s` on /healthz (liveness, what a load balancer polls).
+
+Prints each figure against its target (errors < 0.1%; GET p95 < 200 ms and p99 < 1 s; /healthz p99 <
+50 ms with no non-2xx; every stream alive to the end) and writes bench/results/load.json. Exits non-zero
+only on errors (a crashed, timed-out or restarted worker, a failed setup), never on a missed target.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from http.client import HTTPConnection
+from pathlib import Path
+
+import run  # bench/run.py: data set, servers, wrk
+from run import PROJECT, Bench, Server, dashboard_env, dataset, endpoint_urls, http, make_ids, parse_wrk, say
+
+TARGETS = {"error_rate": 0.001, "get_p95_ms": 200.0, "get_p99_ms": 1000.0, "health_p99_ms": 50.0}
+LUA = """
+local paths = {%(paths)s}
+local post_share = %(post_share)s
+local body = '%(body)s'
+local counter = 0
+request = function()
+  counter = counter + 1
+  if math.random() < post_share then
+    return wrk.format("POST", "/api/storyboard/project/create", {["Content-Type"] = "application/json"}, body)
+  end
+  return wrk.format("GET", paths[math.random(#paths)])
+end
+done = function(summary, latency, requests)
+  io.write(string.format("P95_US %%d\\nP99_US %%d\\n", latency:percentile(95), latency:percentile(99)))
+end
+"""
+PROJECT_BODY = json.dumps({"name": "load test", "scenes": [{"title": "Intro", "duration_sec": 5}]})
+
+
+def wrk_mix(bench: Bench, server: Server, workdir: Path, name: str, paths: list[str], post_share: float,
+            connections: int, duration: int) -> dict:
+    """wrk with a Lua script picking a GET path at random, or a POST with probability `post_share`."""
+    script = workdir / f"{name}.lua"
+    script.write_text(LUA % {"paths": ", ".join(json.dumps(p) for p in paths), "post_share": post_share,
+                             "body": PROJECT_BODY}, encoding="utf-8")
+    cmd = [bench.wrk, "-t2", f"-c{connections}", f"-d{duration}s", "--timeout", "30s", "--latency",
+           "-s", str(script), server.base]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
+    result = parse_wrk(proc.stdout)
+    for pct in ("95", "99"):
+        if m := re.search(rf"^P{pct}_US (\d+)", proc.stdout, re.M):
+            result[f"p{pct}_ms"] = round(int(m.group(1)) / 1000, 2)
+    if proc.returncode != 0:
+        bench.errors.append(f"wrk ({name}) failed: {proc.stderr.strip()[:200]}")
+    return result
+
+
+class StreamClient(threading.Thread):
+    """One browser-like /api/stream reader: counts events and heartbeats, notes when the stream broke."""
+
+    def __init__(self, port: int, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.port, self.stop = port, stop
+        self.events = self.heartbeats = self.drops = 0
+        self.error = ""
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            conn = HTTPConnection("127.0.0.1", self.port, timeout=30)
+            try:
+                conn.request("GET", "/api/stream", headers={"Accept": "text/event-stream"})
+                response = conn.getresponse()
+                if response.status != 200:
+                    self.error = f"HTTP {response.status}"
+                    return
+                while not self.stop.is_set():
+                    line = response.fp.readline()
+                    if not line:
+                        break
+                    self.events += line.startswith(b"event:")
+                    self.heartbeats += line.startswith(b":")
+                if not self.stop.is_set():
+                    self.drops += 1  # the server ended it (STREAM_MAX_SECONDS): reconnect like EventSource
+            except OSError as err:
+                self.error = f"{type(err).__name__}: {err}"
+                return
+            finally:
+                conn.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=300, help="seconds of mixed load (default 300)")
+    parser.add_argument("--health-duration", type=int, default=60, help="seconds of wrk on /healthz (default 60)")
+    parser.add_argument("--users", type=int, default=50, help="connections of the mixed load (default 50)")
+    parser.add_argument("--workers", type=int, default=2, help="GUNICORN_WORKERS (default 2)")
+    parser.add_argument("--gunicorn-threads", type=int, default=8, help="GUNICORN_THREADS (default 8)")
+    parser.add_argument("--workdir", type=Path, default=PROJECT / "var" / "bench")
+    parser.add_argument("--json", type=Path, default=PROJECT / "bench" / "results" / "load.json")
+    args = parser.parse_args()
+    args.response_cache_seconds = None
+    args.wrk_threads, args.connections = 2, 64
+    workdir = args.workdir.resolve()
+    (workdir / "run").mkdir(parents=True, exist_ok=True)
+    bench = Bench(args)
+    info = dataset.ensure(workdir / "data", say=say)
+    env = {**dashboard_env(args, workdir, "load", workdir / "data" / "large"), "POST_RATE_LIMIT": "0"}
+    streams = max(1, round(args.users * 0.05))
+    posters = max(1, round(args.users * 0.15))
+    getters = max(1, args.users - streams - posters)
+    res: dict = {"started_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": run.machine(),
+                 "code": run.code_state(), "dataset": {k: info.get(k) for k in ("built_on", "requested")},
+                 "settings": {"users": args.users, "get_connections": getters, "post_connections": posters,
+                              "streams": streams, "duration_s": args.duration, "health_duration_s": args.health_duration,
+                              "GUNICORN_WORKERS": args.workers, "GUNICORN_THREADS": args.gunicorn_threads}}
+    server = Server("load", "app:app", env, workdir / "run")
+    try:
+        server.start()
+        http("GET", server.base + "/api/metrics/quality?days=30", timeout=600)  # records the history first
+        urls, _ = endpoint_urls(server, make_ids(server))
+        paths = [path for _, path in urls]
+        say(f"mixed load {args.duration}s: {getters} GET connections over {len(paths)} endpoints, "
+            f"{posters} POST connections, {streams} streams")
+        stop = threading.Event()
+        readers = [StreamClient(server.port, stop) for _ in range(streams)]
+        for reader in readers:
+            reader.start()
+        results: dict = {}
+        jobs = [threading.Thread(target=lambda: results.__setitem__("get", wrk_mix(
+                    bench, server, workdir / "run", "get", paths, 0.0, getters, args.duration))),
+                threading.Thread(target=lambda: results.__setitem__("post", wrk_mix(
+                    bench, server, workdir / "run", "post", paths, 1.0, posters, args.duration)))]
+        for job in jobs:
+            job.start()
+        for job in jobs:
+            job.join()
+        stop.set()
+        for reader in readers:
+            reader.join(timeout=35)
+        res["streams"] = [{"events": r.events, "heartbeats": r.heartbeats, "ended_by_server": r.drops,
+                           "error": r.error} for r in readers]
+        res["get"], res["post"] = results["get"], results["post"]
+        say(f"/healthz: wrk -t2 -c64 -d{args.health_duration}s")
+        server.settle()
+        res["health"] = bench.wrk_run(server.base + "/healthz", duration=args.health_duration)
+        bench.errors = [e for e in bench.errors if "non-2xx" not in e]  # counted below, against the target
+        bench.errors += server.check()
+    except Exception as exc:
+        bench.errors.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        server.stop()
+    res["errors"] = bench.errors
+    if "health" in res:
+        res["table"] = report(res)
+        say("\n" + "\n".join(res["table"]))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(res, indent=2, default=str) + "\n", encoding="utf-8")
+    if bench.errors:
+        say("\nERRORS:\n  " + "\n  ".join(bench.errors))
+        return 1
+    return 0
+
+
+def failures(r: dict) -> int:
+    return r["non_2xx"] + sum(r["socket_errors"].values())
+
+
+def report(res: dict) -> list[str]:
+    """The figures against their targets, as a Markdown table."""
+    get, post, health = res["get"], res["post"], res["health"]
+    total = get["requests"] + post["requests"]
+    rate = (failures(get) + failures(post)) / total if total else 1.0
+    alive = all(not s["error"] and s["events"] > 0 for s in res["streams"])
+
+    def row(name, value, target, ok):
+        return f"| {name} | {value} | {target} | {'PASS' if ok else 'MISS'} |"
+
+    return ["| Figure | Measured | Target | |", "|---|---:|---:|---|",
+            row("requests (GET + POST)", f"{get['requests']} + {post['requests']} "
+                f"({get['rps']:.0f} + {post['rps']:.0f} req/s)", "", True),
+            row("errors (non-2xx and socket errors)", f"{rate:.4%}", f"< {TARGETS['error_rate']:.1%}",
+                rate < TARGETS["error_rate"]),
+            row("GET p95", f"{get.get('p95_ms', float('nan')):.1f} ms", f"< {TARGETS['get_p95_ms']:.0f} ms",
+                get.get("p95_ms", 1e9) < TARGETS["get_p95_ms"]),
+            row("GET p99", f"{get.get('p99_ms', float('nan')):.1f} ms", f"< {TARGETS['get_p99_ms']:.0f} ms",
+                get.get("p99_ms", 1e9) < TARGETS["get_p99_ms"]),
+            row("POST p99", f"{post.get('p99_ms', float('nan')):.1f} ms", "", True),
+            row(f"{len(res['streams'])} streams: events, heartbeats", ", ".join(
+                f"{s['events']}, {s['heartbeats']}" for s in res["streams"]), "alive to the end", alive),
+            row("/healthz p99 (64 connections)", f"{health.get('p99_ms', float('nan')):.1f} ms",
+                f"< {TARGETS['health_p99_ms']:.0f} ms", health.get("p99_ms", 1e9) < TARGETS["health_p99_ms"]),
+            row("/healthz non-2xx", f"{health['non_2xx']} of {health['requests']} ({health['rps']:.0f} req/s)",
+                "0", health["non_2xx"] == 0 and not any(health["socket_errors"].values()))]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
