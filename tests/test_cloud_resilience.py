@@ -18,10 +18,12 @@ import cloud_client
 from config import ConfigError, load_config
 from test_cloud import AGENT_ROW, CANARY, Reply, Stub, call, cloud_app, start_gunicorn, stop, timed, wait_ready
 
-RESET_SECONDS = 2
-BREAKER = {"CLOUD_BREAKER_FAILURES": "5", "CLOUD_BREAKER_RESET_SECONDS": str(RESET_SECONDS),
-           "POST_RATE_LIMIT": "0"}
 STATUS = "/api/agents/status"
+
+
+def breaker(reset_seconds: int) -> dict:
+    """Settings of a server whose breaker opens after 5 failed calls in a row, for `reset_seconds`."""
+    return {"CLOUD_BREAKER_FAILURES": "5", "CLOUD_BREAKER_RESET_SECONDS": str(reset_seconds), "POST_RATE_LIMIT": "0"}
 
 
 @contextmanager
@@ -41,10 +43,17 @@ def cloud_server(tmp: Path, upstream: str, **env: str):
     assert CANARY not in logs and "unhandled error" not in logs
 
 
-def refused(response) -> bool:
-    """Whether an answer is the open breaker's: 503 JSON with a Retry-After of 1..RESET_SECONDS."""
+def refused(response, reset_seconds: int) -> bool:
+    """Whether an answer is the open breaker's: 503 JSON with a Retry-After of 1..reset_seconds."""
     return (response.status_code == 503 and "circuit breaker open" in response.json()["error"]
-            and 1 <= int(response.headers["Retry-After"]) <= RESET_SECONDS)
+            and 1 <= int(response.headers["Retry-After"]) <= reset_seconds)
+
+
+def trip(server, stub: Stub) -> None:
+    """Make the breaker of `server` open: 5 upstream failures in a row."""
+    stub.set("GET", STATUS, Reply(500, {"error": "down"}))
+    assert [call("GET", server.base + STATUS).status_code for _ in range(5)] == [502] * 5
+    assert stub.count("GET", STATUS) == 5
 
 
 def wait_out(response) -> None:
@@ -54,13 +63,10 @@ def wait_out(response) -> None:
 
 # --- T14: the circuit breaker ---
 
-def test_the_breaker_opens_after_5_failures_refuses_every_call_and_reopens_on_a_failed_probe(tmp_path):
-    with Stub() as stub, cloud_server(tmp_path, stub.base, **BREAKER) as b:
-        stub.set("GET", STATUS, Reply(500, {"error": "down"}))
-        assert [call("GET", b.base + STATUS).status_code for _ in range(5)] == [502] * 5
-        assert stub.count("GET", STATUS) == 5
-
-        # Open: any call (GET, POST, the export) is refused at once, none reaches the upstream, however slow.
+def test_an_open_breaker_answers_every_call_at_once_without_calling_the_upstream(tmp_path):
+    reset = 10  # the 100 calls must fit in it, however busy the machine
+    with Stub() as stub, cloud_server(tmp_path, stub.base, **breaker(reset)) as b:
+        trip(b, stub)
         stub.set("GET", STATUS, Reply(200, [AGENT_ROW], delay=0.5))
         stub.set("GET", "/api/logs/export", Reply(200, b"", delay=0.5))
         stub.set("POST", "/api/storyboard/project/create", Reply(201, {}, delay=0.5))
@@ -68,53 +74,53 @@ def test_the_breaker_opens_after_5_failures_refuses_every_call_and_reopens_on_a_
                  ("POST", "/api/storyboard/project/create", {"name": "x"})]
         started = time.monotonic()
         answers = [call(method, b.base + path, json=body) for method, path, body in (kinds * 34)[:100]]
-        assert time.monotonic() - started < 10  # 100 calls; one upstream call would cost 0.5 s
-        assert all(refused(r) for r in answers) and stub.hits == []
+        assert time.monotonic() - started < reset  # 100 calls; each upstream call would cost 0.5 s
+        assert all(refused(r, reset) for r in answers) and stub.hits == []
+    assert "circuit breaker open after 5 failed calls in a row" in b.logs()
 
-        # After the reset time one probe goes through; it fails, so the breaker opens again.
-        wait_out(answers[-1])
+
+def test_after_the_reset_one_probe_goes_through_and_decides(tmp_path):
+    reset = 2
+    with Stub() as stub, cloud_server(tmp_path, stub.base, **breaker(reset)) as b:
+        trip(b, stub)
+        wait_out(call("GET", b.base + STATUS))
         stub.set("GET", STATUS, Reply(500, {"error": "still down"}))
-        assert call("GET", b.base + STATUS).status_code == 502
-        assert refused(call("GET", b.base + STATUS)) and stub.count("GET", STATUS) == 1
-    logs = b.logs()
-    assert "circuit breaker open after 5 failed calls in a row" in logs
-    assert "the probe call failed; circuit breaker open again" in logs
-
-
-def test_after_the_reset_exactly_one_probe_goes_through_and_its_success_closes_the_breaker(tmp_path):
-    with Stub() as stub, cloud_server(tmp_path, stub.base, **BREAKER) as b:
-        stub.set("GET", STATUS, Reply(500))
-        for _ in range(5):
-            call("GET", b.base + STATUS)
+        assert call("GET", b.base + STATUS).status_code == 502  # the probe fails: open again
         last = call("GET", b.base + STATUS)
-        assert refused(last)
+        assert refused(last, reset) and stub.count("GET", STATUS) == 1
+
         wait_out(last)
-        stub.set("GET", STATUS, Reply(200, [AGENT_ROW], delay=1.5))  # the probe is in flight for 1.5 s
+        stub.set("GET", STATUS, Reply(200, [AGENT_ROW], delay=2.5))  # the probe is in flight for 2.5 s
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda _: call("GET", b.base + STATUS), range(8)))
         assert sorted(r.status_code for r in answers) == [200] + [503] * 7
-        assert all(refused(r) for r in answers if r.status_code == 503)
+        assert all(refused(r, reset) for r in answers if r.status_code == 503)
         assert stub.count("GET", STATUS) == 1
         assert call("GET", b.base + STATUS).json() == [AGENT_ROW]  # closed: calls go through again
         assert stub.count("GET", STATUS) == 2
-    assert "answered the probe call: circuit breaker closed" in b.logs()
+    logs = b.logs()
+    assert "the probe call failed; circuit breaker open again" in logs
+    assert "answered the probe call: circuit breaker closed" in logs
 
 
 def test_answers_that_show_the_upstream_is_reachable_do_not_count_as_failures(tmp_path, monkeypatch):
-    """4xx pass-through, 401, invalid JSON and a wrong shape each end a run of failures; 5xx/429 do not."""
+    """A 4xx, 401, invalid JSON, a wrong shape or a redirect ends a run of failures; a 5xx or 429 adds to it."""
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    reachable = [Reply(404, {"error": "no such agent"}), Reply(401, {"error": "bad key"}), Reply(200, b"{not json"),
-                 Reply(200, [{"id": "agent_1"}])]
+    down = (Reply(500, {"error": "down"}), 502)
+    steps = [down, (Reply(404, {"error": "no such agent"}), 404), down, (Reply(401, {"error": "bad key"}), 502),
+             down, (Reply(200, b"{not json"), 502), down, (Reply(200, [{"id": "agent_1"}]), 502),
+             down, (Reply(302, b"", {"Location": "http://127.0.0.1:9/"}), 502),
+             down, (Reply(429, headers={"Retry-After": "30"}), 502)]  # the 2nd failure in a row: open
     with Stub() as stub:
         app = cloud_app(tmp_path, CLOUD_API_URL=stub.base, CLOUD_CACHE_SECONDS=0, CLOUD_BREAKER_FAILURES=2,
                         RESPONSE_CACHE_SECONDS=0)
         client = app.test_client()
         try:
-            for answer in reachable:
-                stub.set("GET", STATUS, Reply(500), answer)
-                assert [client.get(STATUS).status_code for _ in range(2)] in ([502, 502], [502, 404])
-            stub.set("GET", STATUS, Reply(429, headers={"Retry-After": "30"}))
-            assert [client.get(STATUS).status_code for _ in range(3)] == [502, 502, 503]
+            stub.set("GET", STATUS, *[reply for reply, _ in steps])
+            assert [client.get(STATUS).status_code for _ in steps] == [status for _, status in steps]
+            refusal = client.get(STATUS)
+            assert refusal.status_code == 503 and int(refusal.headers["Retry-After"]) in range(1, 31)
+            assert stub.count("GET", STATUS) == len(steps)
         finally:
             app.extensions["provider"].client.close()
 
