@@ -8,13 +8,16 @@ Rules (README "Cloud mode"):
   a slow upstream stays slow, and one wait of CLOUD_TIMEOUT_SECONDS is the most a request should cost;
 - POSTs are never retried;
 - redirects are never followed (a redirect is a 502): the key must not travel to another host;
-- the key is sent only as `Authorization: Bearer <key>` and never appears in a log line or an error message.
+- the key is sent only as `Authorization: Bearer <key>` and never appears in a log line or an error message;
+- a per-process circuit breaker (CircuitBreaker) fails every call at once (503, Retry-After) for a while after
+  CLOUD_BREAKER_FAILURES calls in a row got no answer or a 5xx/429; then one probe call decides.
 """
 from __future__ import annotations
 
 import copy
 import json
 import logging
+import math
 import threading
 import time
 from typing import Any, Callable, Iterator, NamedTuple, Optional
@@ -33,7 +36,7 @@ from errors import ApiError
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 3.05          # seconds; a little over a multiple of 3 s, the TCP retransmission window
+CONNECT_TIMEOUT = 3.05          # seconds (default); a little over a multiple of 3 s, the TCP retransmission window
 RETRIES = 3                     # retries after the first attempt, GET only
 BACKOFF_FACTOR = 0.3            # sleeps 0, 0.6, 1.2 s between the attempts
 BACKOFF_MAX = 2.0               # cap of a backoff and of a Retry-After we are willing to wait
@@ -110,14 +113,78 @@ class Answer(NamedTuple):
     headers: Any
 
 
-class CloudClient:
-    """GET/POST JSON against CLOUD_API_URL with CLOUD_API_KEY; every failure is an ApiError (502/504/4xx)."""
+class CircuitBreaker:
+    """Fails calls at once while the upstream is failing; per process, thread-safe.
 
-    def __init__(self, base_url: str, api_key: str, read_timeout: float, allow_insecure_http: bool = False):
+    After `failures` calls in a row failed, it is open for `reset_seconds`: admit() raises ApiError 503 with
+    Retry-After. Then exactly one caller is admitted as the probe (half-open; the others still get 503 while it
+    runs): its success closes the breaker, its failure opens it again. `failures` 0 disables it.
+    """
+
+    def __init__(self, failures: int, reset_seconds: float):
+        self.failures = int(failures)
+        self.reset_seconds = float(reset_seconds)
+        self._lock = threading.Lock()
+        self._streak = 0                        # failures in a row
+        self._opened_at: Optional[float] = None  # monotonic time it opened; None while closed
+        self._probing = False
+
+    def admit(self) -> bool:
+        """Whether this call is the probe of a half-open breaker; ApiError 503 while the breaker is open."""
+        if self.failures <= 0:
+            return False
+        with self._lock:
+            if self._opened_at is None:
+                return False
+            left = self._opened_at + self.reset_seconds - time.monotonic()
+            if left <= 0 and not self._probing:
+                self._probing = True
+                return True
+        wait = max(1, math.ceil(left))
+        raise ApiError(503, f"upstream is failing: circuit breaker open, calls to it are refused for {wait}s more "
+                            f"(it opens after CLOUD_BREAKER_FAILURES={self.failures} failed calls in a row)",
+                       headers={"Retry-After": str(wait)})
+
+    def record(self, answered: bool, probe: bool) -> None:
+        """Count a call's outcome: `answered` unless it got no answer or a 5xx/429 (after the retries)."""
+        if self.failures <= 0:
+            return
+        with self._lock:
+            if probe:
+                self._probing = False
+            self._streak = 0 if answered else self._streak + 1
+            was_open, streak = self._opened_at is not None, self._streak
+            if probe:
+                self._opened_at = None if answered else time.monotonic()
+            elif not answered and not was_open and streak >= self.failures:
+                self._opened_at = time.monotonic()
+            now_open = self._opened_at is not None
+        if now_open and not was_open:
+            log.warning("cloud upstream failing: circuit breaker open after %d failed calls in a row; calls are "
+                        "refused for %gs", streak, self.reset_seconds)
+        elif probe and now_open:
+            log.warning("cloud upstream still failing: the probe call failed; circuit breaker open again for %gs",
+                        self.reset_seconds)
+        elif probe:
+            log.warning("cloud upstream answered the probe call: circuit breaker closed")
+
+
+def failing_status(status: int) -> bool:
+    """Whether an upstream status (after the retries) counts as a failure for the circuit breaker."""
+    return status >= 500 or status == 429
+
+
+class CloudClient:
+    """GET/POST JSON against CLOUD_API_URL with CLOUD_API_KEY; every failure is an ApiError (502/503/504/4xx)."""
+
+    def __init__(self, base_url: str, api_key: str, read_timeout: float, allow_insecure_http: bool = False,
+                 connect_timeout: float = CONNECT_TIMEOUT, breaker: Optional[CircuitBreaker] = None):
         self.base_url = check_base_url(base_url, allow_insecure_http)
         self._key = check_key(api_key, "CLOUD_API_KEY")
         self.read_timeout = float(read_timeout)
-        self.timeout = (CONNECT_TIMEOUT, self.read_timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.timeout = (self.connect_timeout, self.read_timeout)
+        self.breaker = breaker or CircuitBreaker(0, 1)
         self._local = threading.local()
 
     @classmethod
@@ -129,8 +196,10 @@ class CloudClient:
         if not config.get("CLOUD_API_KEY"):
             raise ConfigError("ENVIRONMENT=cloud needs CLOUD_API_KEY, the key the cloud API expects as "
                               "Authorization: Bearer <key>")
+        breaker = CircuitBreaker(config.get("CLOUD_BREAKER_FAILURES", 5), config.get("CLOUD_BREAKER_RESET_SECONDS", 30))
         return cls(config["CLOUD_API_URL"], config["CLOUD_API_KEY"], config.get("CLOUD_TIMEOUT_SECONDS", 10),
-                   bool(config.get("CLOUD_ALLOW_INSECURE_HTTP")))
+                   bool(config.get("CLOUD_ALLOW_INSECURE_HTTP")),
+                   config.get("CLOUD_CONNECT_TIMEOUT_SECONDS", CONNECT_TIMEOUT), breaker)
 
     # --- sessions ---
 
@@ -193,6 +262,23 @@ class CloudClient:
 
     def _send(self, method: str, path: str, params: Optional[dict] = None, json_body: Optional[dict] = None,
               stream: bool = False) -> requests.Response:
+        """The upstream's 2xx response; ApiError for any other answer, for none, or while the breaker is open."""
+        probe = self.breaker.admit()
+        answered = False
+        try:
+            response = self._request(method, path, params, json_body, stream)
+            answered = not failing_status(response.status_code)
+        finally:
+            self.breaker.record(answered, probe)
+        if not 200 <= response.status_code < 300:
+            try:
+                raise self._status_error(response, method, path)
+            finally:
+                response.close()
+        return response
+
+    def _request(self, method: str, path: str, params: Optional[dict], json_body: Optional[dict],
+                 stream: bool) -> requests.Response:
         session = self._session("read" if method == "GET" else "write")
         started = time.monotonic()
         try:
@@ -206,11 +292,6 @@ class CloudClient:
             raise
         log.debug("cloud %s %s -> %s in %.0fms", method, path, response.status_code,
                   (time.monotonic() - started) * 1000)
-        if not 200 <= response.status_code < 300:
-            try:
-                raise self._status_error(response, method, path)
-            finally:
-                response.close()
         return response
 
     # --- failures ---
@@ -222,6 +303,11 @@ class CloudClient:
     def _failure(self, exc: BaseException, method: str, path: str) -> ApiError:
         """The ApiError for a request that got no answer. The exception's text is never used: it may carry
         request details; only its class is logged."""
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            log.warning("cloud %s %s: connecting timed out (%s)", method, path, type(exc).__name__)
+            tries = f"{RETRIES + 1} tries" if method == "GET" else "one try"
+            return ApiError(504, f"upstream timed out: could not connect for {method} {path} within "
+                                 f"{self.connect_timeout:g}s (CLOUD_CONNECT_TIMEOUT_SECONDS), {tries}")
         if timed_out(exc):
             log.warning("cloud %s %s: upstream timed out (%s)", method, path, type(exc).__name__)
             return ApiError(504, f"upstream timed out: no answer to {method} {path} within "

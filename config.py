@@ -79,6 +79,9 @@ def load_config(environ: Mapping[str, str]) -> dict[str, Any]:
         "CLOUD_TIMEOUT_SECONDS": _number(environ, "CLOUD_TIMEOUT_SECONDS", 10, 0.1, 300),
         "CLOUD_ALLOW_INSECURE_HTTP": _bool(environ, "CLOUD_ALLOW_INSECURE_HTTP", False),
         "CLOUD_CACHE_SECONDS": _number(environ, "CLOUD_CACHE_SECONDS", 2, 0, 3600),
+        "CLOUD_CONNECT_TIMEOUT_SECONDS": _number(environ, "CLOUD_CONNECT_TIMEOUT_SECONDS", 3.05, 0.1, 60),
+        "CLOUD_BREAKER_FAILURES": _number(environ, "CLOUD_BREAKER_FAILURES", 5, 0, 1000, int),
+        "CLOUD_BREAKER_RESET_SECONDS": _number(environ, "CLOUD_BREAKER_RESET_SECONDS", 30, 0.1, 3600),
         # Browser access: exact origins allowed to call the API (comma list); live stream limits
         "CORS_ORIGINS": [o.strip().rstrip("/") for o in environ.get("CORS_ORIGINS", DEV_ORIGINS).split(",") if o.strip()],
         "STREAM_MAX_CLIENTS": _number(environ, "STREAM_MAX_CLIENTS", 4, 0, 1000, int),

@@ -132,8 +132,10 @@ ERRORS = {
     415: "Request body is not JSON",
     429: "Too many POSTs to this endpoint this minute (`Retry-After`, `retry_after_seconds`)",
     502: "Cloud mode: the upstream failed, rejected the key or answered a wrong shape",
-    503: "The database is unusable (or, for the stream, too many streams are open)",
-    504: "Cloud mode: the upstream did not answer within CLOUD_TIMEOUT_SECONDS",
+    503: "The database is unusable; in cloud mode, the upstream's circuit breaker is open (`Retry-After`); for "
+         "the stream, too many streams are open",
+    504: "Cloud mode: the upstream did not answer within CLOUD_TIMEOUT_SECONDS (connecting: "
+         "CLOUD_CONNECT_TIMEOUT_SECONDS)",
 }
 STRING = {"schema": {"type": "string"}}
 

@@ -3,7 +3,7 @@
 - A: a local-mode gunicorn over the example orchestrator, with API_KEY and REQUIRE_AUTH_FOR_READS.
 - B: a cloud-mode gunicorn whose upstream is A (CLOUD_API_KEY = A's key): same URLs, same JSON.
 - S: a scripted stub upstream (http.server in a thread) and B_S, a cloud-mode gunicorn in front of it
-  (CLOUD_TIMEOUT_SECONDS=1, no cache), for every way an upstream can fail.
+  (CLOUD_TIMEOUT_SECONDS=1, no cache, no circuit breaker), for every way an upstream can fail.
 A canary key is used everywhere; B and B_S log at DEBUG, and neither their logs nor any response body
 the tests saw may contain it.
 """
@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -37,6 +38,7 @@ from servers import free_port
 
 CANARY = "canary-K3Y-7f3e9a1c5b2d4e60-never-log-me"
 BODIES: list[str] = []  # every response body the tests saw; none may contain the key
+STATUSES: list[int] = []  # every status the tests saw; none may be a 500
 HTTP = requests.Session()
 HTTP.trust_env = False  # no proxy from the environment between the tests and 127.0.0.1
 AUTH = {"Authorization": f"Bearer {CANARY}"}
@@ -46,6 +48,7 @@ NO_ALERTS = {f"ALERT_{res}_{level}": "100" for res in ("CPU", "MEMORY", "DISK") 
 def call(method: str, url: str, **kwargs) -> requests.Response:
     response = HTTP.request(method, url, timeout=30, allow_redirects=False, **kwargs)
     BODIES.append(response.text)
+    STATUSES.append(response.status_code)
     return response
 
 
@@ -126,6 +129,18 @@ class Reply:
     delay: float = 0.0
     chunks: list = field(default_factory=list)  # [(bytes, seconds to wait before)] sent as the body instead
     cut_short: bool = False  # announce more bytes than are sent, then close the connection
+    reset: bool = False  # no answer: close the connection with a TCP RST
+
+
+class CountingServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer that counts the TCP connections it accepts."""
+
+    accepts = 0
+
+    def get_request(self):
+        request = super().get_request()
+        self.accepts += 1  # only the serve_forever thread accepts
+        return request
 
 
 class Stub:
@@ -149,7 +164,7 @@ class Stub:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.server = CountingServer((host, 0), Handler)
         self.server.daemon_threads = True
         self.server.handle_error = lambda request, address: None  # a client gone before the slow reply
         self.base = f"http://{host}:{self.server.server_address[1]}"
@@ -173,6 +188,12 @@ class Stub:
             replies = self.script.get((handler.command, parts.path)) or [Reply(404, {"error": "not scripted"})]
             reply = replies.pop(0) if len(replies) > 1 else replies[0]
         time.sleep(reply.delay)
+        if reply.reset:
+            handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            handler.close_connection = True
+            handler.rfile.close()  # the file holds the socket open; with both closed, the RST goes out now
+            handler.connection.close()
+            return
         payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
         chunks = reply.chunks or [(payload, 0)]
         handler.send_response(reply.status)
@@ -218,8 +239,9 @@ def stack(_built, tmp_path_factory):
         common = {"ENVIRONMENT": "cloud", "CLOUD_API_KEY": CANARY, "CLOUD_ALLOW_INSECURE_HTTP": "true",
                   "LOG_LEVEL": "DEBUG", "ORCHESTRATOR_PATH": str(tmp / "absent")}
         b = start_gunicorn(tmp, "B", CLOUD_API_URL=f"http://127.0.0.1:{a_port}", CLOUD_CACHE_SECONDS="5", **common)
+        # Its tests script failure after failure: the circuit breaker (test_cloud_resilience.py) stays off.
         bs = start_gunicorn(tmp, "B_S", CLOUD_API_URL=stub.base, CLOUD_TIMEOUT_SECONDS="1",
-                            CLOUD_CACHE_SECONDS="0", **common)
+                            CLOUD_CACHE_SECONDS="0", CLOUD_BREAKER_FAILURES="0", **common)
         try:
             wait_ready(a, b, bs)
             yield {"A": a, "B": b, "B_S": bs, "stub": stub, "elsewhere": elsewhere, "tmp": tmp}
@@ -353,6 +375,7 @@ OVERVIEW = {"current_phase": "idle", "overall_quality": 8.1, "last_training": No
             "warnings": []}
 AGENT_ROW = {"id": "agent_1", "name": "One", "status": "online", "quality_score": 8.0, "last_updated": None,
              "processing_time_ms": 5, "improvement": 0.1, "errors": 0}
+HTML_500 = b"<html><head><title>500 Internal Server Error</title></head><body><h1>Oops</h1></body></html>"
 EVENTS = [{"timestamp": f"2025-01-0{i}T00:00:00Z", "level": "INFO", "source": "orchestrator", "message": f"line {i}"}
           for i in range(1, 4)]
 
@@ -419,6 +442,8 @@ def test_retry_after_is_honoured_and_a_long_one_is_not_waited_for(stack):
     ("/api/agents/health", Reply(401, {"error": "bad token"}), "rejected the credentials"),
     ("/api/agents/health", Reply(403, {"error": "forbidden"}), "rejected the credentials"),
     ("/api/system/alerts", Reply(500, {"error": "boom"}), "HTTP 500"),
+    ("/api/system/alerts", Reply(500, HTML_500, {"Content-Type": "text/html"}), "HTTP 500"),
+    ("/api/system/alerts", Reply(502, HTML_500, {"Content-Type": "text/html"}), "HTTP 502 after 3 retries"),
 ])
 def test_upstream_failures_are_502_naming_what_went_wrong(stack, path, reply, expected):
     stub, bs = stack["stub"], stack["B_S"]
@@ -426,6 +451,16 @@ def test_upstream_failures_are_502_naming_what_went_wrong(stack, path, reply, ex
     response = call("GET", bs.base + path)
     assert response.status_code == 502, response.text
     assert response.json()["status"] == 502 and expected in response.json()["error"]
+
+
+@pytest.mark.parametrize("method,path,tries", [("GET", "/api/agents/health", 1 + cloud_client.RETRIES),
+                                               ("POST", "/api/training/stop", 1)])
+def test_a_connection_reset_by_the_upstream_is_a_502(stack, method, path, tries):
+    stub, bs = stack["stub"], stack["B_S"]
+    stub.set(method, path, Reply(reset=True))
+    response = call(method, bs.base + path)
+    assert response.status_code == 502 and "unreachable" in response.json()["error"]
+    assert stub.count(method, path) == tries  # a GET is retried, a POST is not
 
 
 def test_a_redirect_is_a_502_and_the_other_host_gets_nothing(stack):
@@ -640,7 +675,7 @@ def test_the_key_is_compared_in_constant_time_only():
 
 # --- last: the key leaked nowhere ---
 
-def test_the_key_is_in_no_log_line_and_no_response(stack):
+def test_the_key_is_in_no_log_line_and_no_response_and_nothing_was_a_500(stack):
     stub, b, bs = stack["stub"], stack["B"], stack["B_S"]
     stub.set("GET", "/api/agents/status", Reply(401, {"error": f"bad key {CANARY}"}))
     call("GET", bs.base + "/api/agents/status")
@@ -649,5 +684,7 @@ def test_the_key_is_in_no_log_line_and_no_response(stack):
         logs = server.logs()
         assert "urllib3.connectionpool" in logs and " DEBUG " in logs  # the capture really is at DEBUG
         assert CANARY not in logs, server.name
+        assert "unhandled error" not in logs, server.name
     assert CANARY not in stack["A"].logs()
     assert BODIES and not [body for body in BODIES if CANARY in body]
+    assert STATUSES and 500 not in STATUSES
