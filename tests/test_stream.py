@@ -4,15 +4,19 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import psutil
 import pytest
 
+from conftest import poll
 from servers import Gunicorn
 
 LOG_LINE = "{} - HolisticTrainer - ERROR - stream test: {}\n"
@@ -225,3 +229,81 @@ def http_get(port: int, path: str) -> int:
     finally:
         conn.close()
 
+
+class ReconnectingClient(threading.Thread):
+    """An EventSource stand-in: reads a stream and, whenever it ends, waits `retry:` ms and connects again."""
+
+    def __init__(self, port: int, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.port, self.stop, self.retry = port, stop, 3.0
+        self.snapshots: list[float] = []  # when each new stream's `training` snapshot came
+        self.ends: list[float] = []  # when each stream ended
+        self.errors: list[str] = []
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                stream = EventStream(self.port)
+                if stream.response.status != 200:
+                    self.errors.append(f"status {stream.response.status}")
+                for kind, data in stream.frames() if stream.response.status == 200 else ():
+                    if kind == "retry":
+                        self.retry = int(data) / 1000
+                    elif kind == "training":
+                        self.snapshots.append(time.monotonic())
+                stream.close()
+            except OSError as err:
+                self.errors.append(repr(err))
+            self.ends.append(time.monotonic())
+            self.stop.wait(self.retry)
+
+    def back_after(self, moment: float) -> float | None:
+        """Seconds from the first end of a stream after `moment` to the next snapshot, or None."""
+        ended = next((t for t in self.ends if t > moment), None)
+        back = next((t for t in self.snapshots if ended is not None and t > ended), None)
+        return None if back is None else back - ended
+
+
+def test_a_graceful_restart_reconnects_every_stream_and_loses_no_request(orchestrator, tmp_path):
+    """SIGHUP to gunicorn with 20 streams open: every client has a new stream within 5 s of losing its old
+    one, and REST calls made meanwhile all succeed."""
+    proc, port = start_server(tmp_path, orchestrator(), GUNICORN_WORKERS="2", GUNICORN_THREADS="24",
+                              STREAM_MAX_CLIENTS="20", STREAM_HEALTH_SECONDS="3600", LOG_LEVEL="WARNING")
+    stop = threading.Event()
+    clients = [ReconnectingClient(port, stop) for _ in range(20)]
+    answers: list[tuple[float, object]] = []
+
+    def call_rest():
+        while not stop.is_set():
+            try:
+                answers.append((time.monotonic(), http_get(port, "/api/status")))
+            except OSError as err:  # refused or reset: a lost request
+                answers.append((time.monotonic(), repr(err)))
+            stop.wait(0.05)
+
+    rest = threading.Thread(target=call_rest, daemon=True)
+    try:
+        for client in clients:
+            client.start()
+        poll(lambda: sum(bool(c.snapshots) for c in clients), lambda n: n == 20, interval=0.1)
+        old_workers = {p.pid for p in psutil.Process(proc.pid).children()}
+        rest.start()
+        hup = time.monotonic()
+        proc.send_signal(signal.SIGHUP)
+        poll(lambda: [c.back_after(hup) for c in clients], lambda seen: None not in seen, 15, interval=0.1)
+        # The old workers have exited by themselves, before gunicorn's graceful_timeout (20 s) would kill them.
+        poll(lambda: {p.pid for p in psutil.Process(proc.pid).children()},
+             lambda pids: len(pids) == 2 and not pids & old_workers, 15, interval=0.1)
+        stop.set()
+        rest.join(timeout=15)
+    finally:
+        stop.set()
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+        for client in clients:
+            client.join(timeout=15)
+    assert b"Traceback" not in stderr and b"WORKER TIMEOUT" not in stderr
+    assert max(c.back_after(hup) for c in clients) <= 5
+    assert [c.errors for c in clients if c.errors] == []
+    during = [status for moment, status in answers if moment > hup]
+    assert len(during) >= 10 and set(during) == {200}, Counter(map(str, during))
