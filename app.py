@@ -21,6 +21,7 @@ import openapi
 import response_cache
 import routes
 import stream
+import validation
 from config import PROJECT_DIR, load_config
 from data_providers import DataProviderFactory
 from sampler import Sampler
@@ -72,6 +73,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     else:
         settings = {**load_config({}), **test_config}
     app = Flask(__name__)
+    # Paths are matched as sent: "//" is no route (a 404, not a redirect to the merged path), and an
+    # <int:...> part takes ASCII digits only. Set before the blueprints add their rules.
+    app.url_map.merge_slashes = False
+    app.url_map.converters["int"] = validation.AsciiIntegerConverter
     app.config.from_mapping(settings)
     app.json.sort_keys = False
     configure_logging(app)

@@ -1,16 +1,18 @@
 """GET /api/stream: Server-Sent Events for the dashboard (training, health, alert, log), through the provider.
 
 Each open stream holds one gunicorn thread, so streams are capped per process (503 past the cap) and
-end by themselves after STREAM_MAX_SECONDS (the browser reconnects) or when the worker is stopping.
+end by themselves after STREAM_MAX_SECONDS (the browser reconnects), when the worker is stopping, or as
+soon as the client hangs up (not only at the next write that fails).
 """
 from __future__ import annotations
 
 import json
+import select
 import threading
 import time
 from typing import Iterator
 
-from flask import Blueprint, Response, current_app, stream_with_context
+from flask import Blueprint, Response, current_app, request, stream_with_context
 
 from errors import ApiError
 
@@ -22,7 +24,10 @@ _open = 0
 _open_lock = threading.Lock()
 
 POLL_SECONDS = 1.0
+WAKE_SECONDS = 0.25  # how often a waiting stream looks at `shutting_down`
 RETRY_MS = 3000
+# Linux reports a client's close (FIN) as POLLRDHUP without reading the socket, a reset as POLLHUP/POLLERR.
+HANG_UP = getattr(select, "POLLRDHUP", 0)
 
 
 def sse(event: str, data) -> str:
@@ -35,8 +40,33 @@ def _body(payload) -> dict | list:
     return {**data, "warnings": list(warnings)} if isinstance(data, dict) else data
 
 
-def events(provider, config: dict) -> Iterator[str]:
-    """The stream's frames: a snapshot, then each change, with a heartbeat comment in between."""
+def _hang_up_watch(sock):
+    """A poll object that fires when the client of `sock` hangs up, or None where that cannot be told."""
+    if sock is None or not HANG_UP:
+        return None
+    watch = select.poll()
+    watch.register(sock, HANG_UP)  # POLLHUP, POLLERR and POLLNVAL are always reported
+    return watch
+
+
+def _pause(watch) -> bool:
+    """Wait POLL_SECONDS, or less when the worker stops; True as soon as the client has hung up."""
+    if watch is None:
+        shutting_down.wait(POLL_SECONDS)
+        return False
+    deadline = time.monotonic() + POLL_SECONDS
+    while not shutting_down.is_set() and (left := deadline - time.monotonic()) > 0:
+        if watch.poll(min(left, WAKE_SECONDS) * 1000):
+            return True
+    return False
+
+
+def events(provider, config: dict, sock=None) -> Iterator[str]:
+    """The stream's frames: a snapshot, then each change, with a heartbeat comment in between.
+
+    `sock` is the client's connection (gunicorn's); without it a hang-up shows only when a write fails.
+    """
+    watch = _hang_up_watch(sock)
     heartbeat, health_every = config["STREAM_HEARTBEAT_SECONDS"], config["STREAM_HEALTH_SECONDS"]
     deadline = time.monotonic() + config["STREAM_MAX_SECONDS"]
     last = {"training": None, "alert": None}
@@ -74,7 +104,8 @@ def events(provider, config: dict) -> Iterator[str]:
         if now >= next_beat:
             next_beat = now + heartbeat
             yield ": ping\n\n"
-        shutting_down.wait(POLL_SECONDS)
+        if _pause(watch):
+            return
 
 
 @bp.get("/stream")
@@ -84,6 +115,7 @@ def stream():
     if _open >= config["STREAM_MAX_CLIENTS"]:
         raise ApiError(503, f"too many open streams ({config['STREAM_MAX_CLIENTS']} per process); poll instead")
     provider = current_app.extensions["provider"]
+    sock = request.environ.get("gunicorn.socket")
 
     def generate():
         # Counted from the first frame on: a generator that never starts never runs its `finally`.
@@ -91,7 +123,7 @@ def stream():
         with _open_lock:
             _open += 1
         try:
-            yield from events(provider, config)
+            yield from events(provider, config, sock)
         finally:
             with _open_lock:
                 _open -= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 from flask import request
+from werkzeug.routing import IntegerConverter
 
 from errors import ApiError
 
@@ -50,3 +51,9 @@ def check_id(value: str, kind: str) -> str:
     if not ID_RE.match(value) or value in {".", ".."}:
         raise ApiError(400, f"invalid {kind}: must match [A-Za-z0-9_.-]{{1,64}}", kind)
     return value
+
+
+class AsciiIntegerConverter(IntegerConverter):
+    """`<int:...>` path parts of ASCII digits only (Werkzeug's own takes any Unicode digit: U+0661 as 1)."""
+
+    regex = r"[0-9]+"

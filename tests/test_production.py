@@ -13,9 +13,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import load_config
+from conftest import poll
 from servers import Gunicorn
 
-SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"}
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+                    "Cross-Origin-Opener-Policy": "same-origin"}
 
 
 def get_urls(app) -> list[str]:
@@ -32,14 +34,34 @@ def get_urls(app) -> list[str]:
     return sorted(urls)
 
 
-def test_every_answer_carries_the_security_headers(app, client):
-    urls = get_urls(app) + ["/api/nope", "/api/agents/bad%20id", "/api/metrics/quality?days=0"]
-    answers = [(url, client.get(url)) for url in urls]
+def closed(response):
+    response.close()
+    return response
+
+
+def test_every_answer_carries_the_security_headers(app, client, make_app, orchestrator, tmp_path):
+    urls = get_urls(app) + ["/static/js/dashboard.js", "/api/nope", "/api/agents/bad%20id",
+                            "/api/metrics/quality?days=0"]
+    # Closed at once: a streamed body (the event stream never ends) is not read, its headers are checked.
+    answers = [(url, closed(client.get(url))) for url in urls + ["/api/stream"]]
+    etag = dict(answers)["/api/agents/status"].headers["ETag"]
+    answers.append(("304", client.get("/api/agents/status", headers={"If-None-Match": etag})))
     answers.append(("POST /api/storyboard/project/create", client.post("/api/storyboard/project/create", json={})))
+    answers.append(("POST /api/training/start", client.post("/api/training/start", data="x")))
     answers.append(("DELETE /api/status", client.delete("/api/status")))
     answers.append(("413", client.post("/api/storyboard/project/create", data=b"x" * (2 << 20),
                                        content_type="application/json")))
-    assert len(answers) >= 30
+    # 401, 429, 500 and 503 from an app with an API key, a rate limit of one POST and no room for streams.
+    strict = make_app(orchestrator(), API_KEY="k" * 32, POST_RATE_LIMIT=1, STREAM_MAX_CLIENTS=0,
+                      DATABASE_PATH=tmp_path / "strict.sqlite")
+    strict.get("/api/_boom")(lambda: 1 / 0)
+    other, key = strict.test_client(), {"Authorization": "Bearer " + "k" * 32}
+    answers += [("401", other.post("/api/storyboard/project/create", json={"name": "a"})),
+                ("201", other.post("/api/storyboard/project/create", json={"name": "a"}, headers=key)),
+                ("429", other.post("/api/storyboard/project/create", json={"name": "a"}, headers=key)),
+                ("500", other.get("/api/_boom")), ("503", other.get("/api/stream"))]
+    statuses = {response.status_code for _, response in answers}
+    assert len(answers) >= 40 and {200, 201, 304, 400, 401, 404, 405, 413, 415, 429, 500, 503} <= statuses
     for url, response in answers:
         for header, value in SECURITY_HEADERS.items():
             assert response.headers.get(header) == value, (url, header)
@@ -90,10 +112,36 @@ def scrape(server: Gunicorn) -> dict:
     return samples
 
 
+# At most two connections per worker: a burst of concurrent requests reaches every worker, not just the
+# first one awake (gunicorn's own option, after gunicorn.conf.py).
+SPREAD = {"GUNICORN_CMD_ARGS": "--worker-connections 2"}
+
+
+def serving_pids(server: Gunicorn, request_line: str) -> set[str]:
+    """The pids of the workers whose request log lines contain `request_line`."""
+    return {line.split("[")[1].split("]")[0] for line in server.log_path.read_text().splitlines()
+            if request_line in line}
+
+
+def wait_for_workers(server: Gunicorn, count: int) -> None:
+    """Return once `count` workers answer (the port opens before the workers have loaded the app)."""
+
+    def burst() -> set[str]:
+        threads = [threading.Thread(target=server.request, args=("GET", "/healthz")) for _ in range(2 * count)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return serving_pids(server, "GET /healthz")
+
+    poll(burst, lambda pids: len(pids) == count, interval=0.2)
+
+
 def test_prometheus_metrics_are_summed_across_two_workers(orchestrator, tmp_path):
     # Uncached, so each request costs enough that both workers take some.
     with Gunicorn(orchestrator(), tmp_path / "srv", GUNICORN_WORKERS="2", GUNICORN_THREADS="2",
-                  RESPONSE_CACHE_SECONDS="0") as server:
+                  RESPONSE_CACHE_SECONDS="0", **SPREAD) as server:
+        wait_for_workers(server, 2)
         requests = 60
         threads = [threading.Thread(target=lambda: [server.request("GET", "/api/agents/status")
                                                      for _ in range(requests // 6)]) for _ in range(6)]
@@ -106,9 +154,7 @@ def test_prometheus_metrics_are_summed_across_two_workers(orchestrator, tmp_path
     assert samples[key] == requests
     count = ("dashboard_http_request_duration_seconds_count", (("endpoint", "/api/agents/status"), ("method", "GET")))
     assert samples[count] == requests
-    pids = {line.split("[")[1].split("]")[0] for line in server.log_path.read_text().splitlines()
-            if "GET /api/agents/status 200" in line}
-    assert len(pids) == 2, "both workers should have served some of the requests"
+    assert len(serving_pids(server, "GET /api/agents/status 200")) == 2, "both workers should have served some"
     assert samples[("dashboard_training_running", ())] == 0
     assert samples[("dashboard_agent_quality_score", (("agent", "agent_2"),))] > 0
     assert 0 <= samples[("dashboard_host_memory_percent", ())] <= 100
@@ -116,32 +162,32 @@ def test_prometheus_metrics_are_summed_across_two_workers(orchestrator, tmp_path
 
 
 def test_post_rate_limit_holds_across_four_workers(orchestrator, tmp_path):
-    if time.time() % 60 > 40:  # keep the burst inside one rate window
-        time.sleep(61 - time.time() % 60)
     with Gunicorn(orchestrator(), tmp_path / "srv", GUNICORN_WORKERS="4", GUNICORN_THREADS="4",
-                  POST_RATE_LIMIT="10") as server:
-        statuses: list[int] = []
-        lock = threading.Lock()
+                  POST_RATE_LIMIT="10", **SPREAD) as server:
+        wait_for_workers(server, 4)
+        if time.time() % 60 > 40:  # keep the burst inside one rate window
+            time.sleep(61 - time.time() % 60)
+        answers: list[tuple[int, dict, bytes]] = []
 
         def post_some():
             for _ in range(10):
-                status, headers, _ = server.request("POST", "/api/storyboard/project/create", {"name": "burst"})
-                with lock:
-                    statuses.append(status)
-                if status == 429:
-                    assert 0 < int(headers["Retry-After"]) <= 60
+                answers.append(server.request("POST", "/api/storyboard/project/create", {"name": "burst"}))
 
         threads = [threading.Thread(target=post_some) for _ in range(10)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        counts = Counter(statuses)
-        assert counts == {201: 10, 429: 90}
+        assert Counter(status for status, _, _ in answers) == {201: 10, 429: 90}
+        for status, headers, body in answers:
+            if status == 429:
+                assert 0 < int(headers["Retry-After"]) <= 60 and json.loads(body)["status"] == 429
         status, projects = server.get_json("/api/storyboard/projects")
         assert len(projects) == 10
         status, body = server.post_json("/api/storyboard/project/create", {"name": "one more"})
         assert status == 429 and "at most 10 POSTs per minute" in body["error"]
+    # The burst was spread over the workers, so a limit counted per worker would have let more through.
+    assert len(serving_pids(server, "POST /api/storyboard/project/create")) >= 3
 
 
 def raw_post(port: int, head: bytes, chunks: list[bytes]) -> bytes:

@@ -3,19 +3,28 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
+import signal
+import socket
+import struct
 import subprocess
+import threading
 import time
+from collections import Counter
+from pathlib import Path
 
+import psutil
 import pytest
 
+from conftest import poll
 from servers import Gunicorn
 
 LOG_LINE = "{} - HolisticTrainer - ERROR - stream test: {}\n"
 
 
 def start_server(tmp_path, root, **env) -> tuple[subprocess.Popen, int]:
-    server = Gunicorn(root, tmp_path, GUNICORN_WORKERS="1", STREAM_HEARTBEAT_SECONDS="1",
-                      STREAM_HEALTH_SECONDS="1", **env).start()
+    server = Gunicorn(root, tmp_path, **{"GUNICORN_WORKERS": "1", "STREAM_HEARTBEAT_SECONDS": "1",
+                                         "STREAM_HEALTH_SECONDS": "1", **env}).start()
     return server.proc, server.port
 
 
@@ -30,7 +39,7 @@ class EventStream:
     def frames(self):
         event, data = None, []
         while True:
-            line = self.response.fp.readline()
+            line = self.response.readline()  # through the chunked framing: a stream that ends ends here
             if not line:
                 return
             line = line.decode().rstrip("\n")
@@ -148,25 +157,153 @@ def test_cors_origins_come_from_the_environment(make_app, orchestrator):
         "Origin": "http://localhost:3000"}).headers
 
 
+def worker_threads(proc: subprocess.Popen) -> int:
+    """The thread count of the one gunicorn worker under master `proc` (/proc/<pid>/status)."""
+    (worker,) = psutil.Process(proc.pid).children()
+    return int(re.search(r"^Threads:\s+(\d+)", Path(f"/proc/{worker.pid}/status").read_text(), re.M)[1])
+
+
+def open_raw_stream(port: int) -> tuple[socket.socket, int, bytes]:
+    """GET /api/stream on a raw socket; (socket, status, bytes so far) once the head, and for a 200 the
+    first frame, is in."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
+    data = read_until(sock, b"\r\n\r\n")
+    if data.startswith(b"HTTP/1.1 200"):
+        data = read_until(sock, b"retry:", data)
+    return sock, int(data.split()[1]), data
+
+
+def read_until(sock: socket.socket, marker: bytes, data: bytes = b"") -> bytes:
+    """`data` and what `sock` sends next, up to and with `marker`."""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    return data
+
+
 def test_a_closed_stream_frees_its_place(orchestrator, tmp_path):
-    proc, port = start_server(tmp_path, orchestrator(), STREAM_MAX_CLIENTS="1")
+    """100 streams dropped (closed or reset, at once or after the snapshot): each place is free again within
+    one heartbeat, the worker's thread count comes back to its baseline and a new stream is still served."""
+    heartbeat = 2.0
+    proc, port = start_server(tmp_path, orchestrator(), STREAM_MAX_CLIENTS="1", GUNICORN_THREADS="2",
+                              STREAM_HEARTBEAT_SECONDS=str(heartbeat), STREAM_HEALTH_SECONDS="3600")
     try:
-        for _ in range(3):  # connect, read a frame, hang up: the slot must come back each time
-            stream = EventStream(port)
-            assert stream.response.status == 200 and next(stream.frames())[0] == "retry"
-            stream.close()
-            deadline = time.monotonic() + 10  # the server notices at its next write (heartbeat 1 s)
+        held, status, _ = open_raw_stream(port)  # both threads of the pool in use: a stream and a REST call
+        assert status == 200 and http_get(port, "/api/dashboard/overview") == 200
+        held.close()
+        baseline = None
+        for cycle in range(101):
+            dropped = time.monotonic()
             while True:
-                probe = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                probe.request("GET", "/api/stream")
-                answer = probe.getresponse()
-                status = answer.status
-                probe.close()
-                if status == 200 or time.monotonic() > deadline:
+                sock, status, data = open_raw_stream(port)
+                waited = time.monotonic() - dropped
+                if status == 200 or waited > heartbeat:
                     break
-                time.sleep(0.2)
-            assert status == 200
-            time.sleep(2.5)  # let the probe's own stream be noticed as closed too
+                sock.close()  # 503: the dropped stream still holds the one place
+                time.sleep(0.02)
+            assert status == 200 and waited <= heartbeat, f"cycle {cycle}: the place was free after {waited:.1f} s"
+            baseline = baseline or worker_threads(proc)
+            if cycle == 100:
+                break
+            if cycle % 4 >= 2:  # dropped once the snapshot is in (it ends with a ping) and all is quiet
+                read_until(sock, b": ping", data)
+            if cycle % 2:  # an RST instead of a FIN
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        read_until(sock, b"event: training", data)
+        sock.close()
+        assert abs(worker_threads(proc) - baseline) <= 1, (baseline, worker_threads(proc))
+        assert http_get(port, "/api/status") == 200
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+def http_get(port: int, path: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+class ReconnectingClient(threading.Thread):
+    """An EventSource stand-in: reads a stream and, whenever it ends, waits `retry:` ms and connects again."""
+
+    def __init__(self, port: int, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.port, self.stop, self.retry = port, stop, 3.0
+        self.snapshots: list[float] = []  # when each new stream's `training` snapshot came
+        self.ends: list[float] = []  # when each stream ended
+        self.errors: list[str] = []
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                stream = EventStream(self.port)
+                if stream.response.status != 200:
+                    self.errors.append(f"status {stream.response.status}")
+                for kind, data in stream.frames() if stream.response.status == 200 else ():
+                    if kind == "retry":
+                        self.retry = int(data) / 1000
+                    elif kind == "training":
+                        self.snapshots.append(time.monotonic())
+                stream.close()
+            except OSError as err:
+                self.errors.append(repr(err))
+            self.ends.append(time.monotonic())
+            self.stop.wait(self.retry)
+
+    def back_after(self, moment: float) -> float | None:
+        """Seconds from the first end of a stream after `moment` to the next snapshot, or None."""
+        ended = next((t for t in self.ends if t > moment), None)
+        back = next((t for t in self.snapshots if ended is not None and t > ended), None)
+        return None if back is None else back - ended
+
+
+def test_a_graceful_restart_reconnects_every_stream_and_loses_no_request(orchestrator, tmp_path):
+    """SIGHUP to gunicorn with 20 streams open: every client has a new stream within 5 s of losing its old
+    one, and REST calls made meanwhile all succeed."""
+    proc, port = start_server(tmp_path, orchestrator(), GUNICORN_WORKERS="2", GUNICORN_THREADS="24",
+                              STREAM_MAX_CLIENTS="20", STREAM_HEALTH_SECONDS="3600", LOG_LEVEL="WARNING")
+    stop = threading.Event()
+    clients = [ReconnectingClient(port, stop) for _ in range(20)]
+    answers: list[tuple[float, object]] = []
+
+    def call_rest():
+        while not stop.is_set():
+            try:
+                answers.append((time.monotonic(), http_get(port, "/api/status")))
+            except OSError as err:  # refused or reset: a lost request
+                answers.append((time.monotonic(), repr(err)))
+            stop.wait(0.05)
+
+    rest = threading.Thread(target=call_rest, daemon=True)
+    try:
+        for client in clients:
+            client.start()
+        poll(lambda: sum(bool(c.snapshots) for c in clients), lambda n: n == 20, interval=0.1)
+        old_workers = {p.pid for p in psutil.Process(proc.pid).children()}
+        rest.start()
+        hup = time.monotonic()
+        proc.send_signal(signal.SIGHUP)
+        poll(lambda: [c.back_after(hup) for c in clients], lambda seen: None not in seen, 15, interval=0.1)
+        # The old workers have exited by themselves, before gunicorn's graceful_timeout (20 s) would kill them.
+        poll(lambda: {p.pid for p in psutil.Process(proc.pid).children()},
+             lambda pids: len(pids) == 2 and not pids & old_workers, 15, interval=0.1)
+        stop.set()
+        rest.join(timeout=15)
+    finally:
+        stop.set()
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+        for client in clients:
+            client.join(timeout=15)
+    assert b"Traceback" not in stderr and b"WORKER TIMEOUT" not in stderr
+    assert max(c.back_after(hup) for c in clients) <= 5
+    assert [c.errors for c in clients if c.errors] == []
+    during = [status for moment, status in answers if moment > hup]
+    assert len(during) >= 10 and set(during) == {200}, Counter(map(str, during))
