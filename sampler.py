@@ -127,8 +127,8 @@ class Sampler:
                         prune(conn, self.retention_days)
                         last_prune = time.monotonic()
                     if time.monotonic() - last_checkpoint > CHECKPOINT_EVERY_SECONDS:
-                        # Keeps the WAL small even when readers never pause (checkpoint starvation).
-                        conn.execute("PRAGMA wal_checkpoint(RESTART)")
+                        # Empties the WAL even when readers never pause (checkpoint starvation).
+                        database.checkpoint(conn)
                         last_checkpoint = time.monotonic()
                 except (sqlite3.Error, OSError) as err:
                     log.warning("health sampler: %s", err)

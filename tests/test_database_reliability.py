@@ -117,6 +117,25 @@ def integrity(db: Path) -> str:
         return "; ".join(row[0] for row in conn.execute("PRAGMA integrity_check"))
 
 
+@contextlib.contextmanager
+def largest_wal(db: Path, every: float = 0.005):
+    """While the block runs, a thread reads the size of `db`'s WAL every `every` s; yields [largest seen]."""
+    wal, largest, done = Path(f"{db}-wal"), [0], threading.Event()
+
+    def watch():
+        while not done.wait(every):
+            with contextlib.suppress(FileNotFoundError):
+                largest[0] = max(largest[0], wal.stat().st_size)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield largest
+    finally:
+        done.set()
+        watcher.join()
+
+
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
@@ -158,20 +177,8 @@ def test_t02_four_writers_lose_nothing_and_never_see_locked(tmp_path):
     wal = Path(f"{db}-wal")
     writers = [spawn("writer", db, i, WRITE_SECONDS, tmp_path=tmp_path) for i in range(1, 5)]
     readers = [spawn("reader", db, WRITE_SECONDS, tmp_path=tmp_path) for _ in range(2)]
-    biggest_wal, watching = [0], threading.Event()
-
-    def watch_wal():
-        while not watching.wait(0.1):
-            with contextlib.suppress(FileNotFoundError):
-                biggest_wal[0] = max(biggest_wal[0], wal.stat().st_size)
-
-    watcher = threading.Thread(target=watch_wal, daemon=True)
-    watcher.start()
-    try:
+    with largest_wal(db) as biggest_wal:
         results = run_together(writers + readers, timeout=WRITE_SECONDS + 60)
-    finally:
-        watching.set()
-        watcher.join()
     wrote, read = results[:4], results[4:]
 
     assert [e for r in wrote + read for e in r["errors"]] == []  # no "database is locked", nowhere
@@ -285,6 +292,66 @@ def test_t04_kill_9_mid_write_loses_no_acknowledged_batch(tmp_path):
     print(f"\nT04: {KILL_RUNS} kill -9 runs, {len(batches)} batches committed ({sum(batches.values())} rows), "
           f"{len(acked)} acknowledged, {len(batches) - len(acked)} committed but killed before the ack, "
           f"{killed_before_first_ack} runs killed before their first ack; integrity ok after every run")
+
+
+# --- T06 checkpoint starvation ---
+
+STARVE_SECONDS = float(os.environ.get("RELIABILITY_STARVE_SECONDS", "10"))
+STARVE_ROW_KIB = 8
+
+
+def starve(db: Path, bounded: bool, tmp_path: Path) -> list[dict]:
+    """Four writers and a reader that never pauses, on `db` for STARVE_SECONDS; check that nothing was lost."""
+    procs = [spawn("starve-writer", db, i, STARVE_SECONDS, STARVE_ROW_KIB, int(bounded), tmp_path=tmp_path)
+             for i in range(1, 5)]
+    results = run_together([*procs, spawn("reader", db, STARVE_SECONDS, 1, tmp_path=tmp_path)],
+                           timeout=STARVE_SECONDS + 60)
+    assert [e for r in results for e in r["errors"]] == []
+    assert results[-1]["queries"] > 0
+    with opened(db) as conn:
+        assert [r[0] for r in conn.execute("PRAGMA integrity_check")] == ["ok"]
+        stored = dict(conn.execute("SELECT source, COUNT(*) FROM events GROUP BY source").fetchall())
+    assert stored == {f"w{r['writer']}": r["events_acked"] for r in results[:4]}  # none lost, none twice
+    return results[:4]
+
+
+def largest_commit(wal: Path) -> int:
+    """Bytes of the largest transaction in a WAL file: its frames up to and with its commit frame."""
+    with open(wal, "rb") as handle:
+        header = handle.read(32)
+        page_size, salts = int.from_bytes(header[8:12], "big"), header[16:24]
+        largest = pending = 0
+        while len(frame := handle.read(24)) == 24 and frame[8:16] == salts:  # other salts: an older, reset WAL
+            pending += 24 + page_size
+            if int.from_bytes(frame[4:8], "big"):  # a commit frame holds the database size after the commit
+                largest, pending = max(largest, pending), 0
+            handle.seek(page_size, os.SEEK_CUR)
+    return largest
+
+
+def test_t06_checkpoint_starvation_wal_stays_bounded(tmp_path):
+    limit = database.WAL_LIMIT_BYTES
+    # Baseline, plain SQLite: the automatic checkpoints never get past the reader's snapshot, so the WAL is
+    # never reset and keeps every transaction. Our open connection keeps it after the children close theirs.
+    plain = migrated_db(tmp_path, "plain.sqlite")
+    with opened(plain):
+        with largest_wal(plain) as plain_wal:
+            starve(plain, False, tmp_path)
+        transaction_bytes = largest_commit(Path(f"{plain}-wal"))
+    assert plain_wal[0] > 2 * limit
+    assert 0 < transaction_bytes < MiB
+
+    db = migrated_db(tmp_path)
+    with largest_wal(db) as wal:
+        wrote = starve(db, True, tmp_path)
+    written = sum(r["events_acked"] for r in wrote) * STARVE_ROW_KIB * 1024
+    assert written > 3 * limit  # enough to pass the limit several times over
+    assert wal[0] <= limit + transaction_bytes
+    print(f"\nT06: {STARVE_SECONDS:.0f} s, 4 writers + a reader that never pauses: plain SQLite's WAL reached "
+          f"{plain_wal[0] / MiB:.1f} MiB; ours wrote {written / MiB:.0f} MiB and its WAL peaked at "
+          f"{wal[0] / MiB:.2f} MiB (limit {limit / MiB:.0f} MiB + one transaction of {transaction_bytes / 1024:.0f} KiB)")
+    for path in tmp_path.glob("*.sqlite*"):
+        path.unlink()  # hundreds of MiB: not kept with pytest's last three temporary folders
 
 
 # --- T07 migrations ---
@@ -720,3 +787,4 @@ def test_project_survives_a_server_restart(tmp_path, orchestrator):
         assert fetched == created
         status, listed = request(server.base + "/api/storyboard/projects")
         assert [p["id"] for p in listed] == [created["id"]]
+
