@@ -6,8 +6,10 @@ import fcntl
 import logging
 import os
 import sqlite3
+import threading
 import time
 import uuid
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -99,9 +101,36 @@ class DatabaseUnavailable(Exception):
     """The database cannot be opened or written (missing dir, read-only, disk full, locked)."""
 
 
+class Connection(sqlite3.Connection):
+    """A connection from connect(): counted in the registry of open connections until closed."""
+
+    def __init__(self, path, *args, **kwargs):
+        super().__init__(path, *args, **kwargs)
+        self.pid, self.path = os.getpid(), os.path.abspath(path)
+        with _registry_lock:
+            _registry.add(self)
+
+    def close(self) -> None:
+        with _registry_lock:
+            _registry.discard(self)
+        super().close()
+
+
+_registry: "weakref.WeakSet[Connection]" = weakref.WeakSet()
+_registry_lock = threading.Lock()
+
+
+def open_connections() -> list[tuple[int, str]]:
+    """(opening pid, file) of every connect() connection in this process's memory not yet closed.
+
+    A forked child inherits its parent's: right after a fork, the list is what the parent had open."""
+    with _registry_lock:
+        return [(conn.pid, conn.path) for conn in _registry]
+
+
 def connect(path: Path | str) -> sqlite3.Connection:
     """Open `path` with the project's pragmas; autocommit, so writers use `transaction()`."""
-    conn = sqlite3.connect(str(path), timeout=5.0, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(str(path), timeout=5.0, isolation_level=None, check_same_thread=False, factory=Connection)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 5000")
     # Turning a new file to WAL takes an exclusive lock that SQLite does not wait for (busy_timeout does

@@ -25,11 +25,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import PROJECT
+from conftest import PROJECT, poll
 
 import database
 from sampler import Sampler
-from servers import free_port
+from servers import Gunicorn, free_port
 
 WORKER = Path(__file__).with_name("fixtures") / "db_worker.py"
 SCHEMA_V1 = Path(__file__).with_name("fixtures") / "schema_v1.sql"
@@ -788,3 +788,48 @@ def test_project_survives_a_server_restart(tmp_path, orchestrator):
         status, listed = request(server.base + "/api/storyboard/projects")
         assert [p["id"] for p in listed] == [created["id"]]
 
+
+# --- T08 fork safety ---
+
+def database_files_open(pid: int, db: Path) -> list[str]:
+    """The files of `db` (the database, its -wal and -shm) among the open files of process `pid`."""
+    names = {str(db), f"{db}-wal", f"{db}-shm"}
+    found = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # an fd closed meanwhile
+            if (target := os.readlink(fd)) in names:
+                found.append(target)
+    return found
+
+
+def test_t08_preloaded_master_holds_no_sqlite_connection(tmp_path, orchestrator):
+    server = Gunicorn(orchestrator(), tmp_path / "srv", args=("--preload",), HEALTH_SAMPLE_SECONDS="1")
+    db = tmp_path / "srv" / "db.sqlite"
+    with server:
+        status, created = server.post_json(CREATE, PROJECT_BODY)
+        assert status == 201
+        assert server.get_json("/api/storyboard/projects")[1][0]["id"] == created["id"]
+        assert server.get_json("/api/training/history?days=14")[1]  # recorded into SQLite, read back
+        poll(lambda: server.get_json("/api/system/health/history?hours=1")[1]["samples"], bool, 10)
+        master = psutil.Process(server.proc.pid)
+        workers = {child.pid for child in master.children()}
+        assert database_files_open(master.pid, db) == []
+        leader = flock_holders(Path(f"{db}.sampler.lock"))
+        assert len(leader) == 1 and leader <= workers  # a worker samples, not the master
+        assert database_files_open(leader.pop(), db)  # and the check does see a process's open database
+    assert server.proc.returncode == 0
+    log = server.log_path.read_text() + server.stderr.decode()
+    assert "fork safety" not in log
+    assert f"POST {CREATE} 201" in log  # the workers log, too: their log thread was restarted after the fork
+
+
+def test_t08_a_connection_open_in_the_master_is_reported(tmp_path, orchestrator):
+    server = Gunicorn(orchestrator(), tmp_path / "srv", args=("--preload", "--pythonpath", "tests/fixtures"),
+                      app="leaky_app:app")
+    db = tmp_path / "srv" / "db.sqlite"
+    with server:
+        assert server.get_json("/api/status")[0] == 200
+        assert database_files_open(server.proc.pid, db)
+    stderr = server.stderr.decode()
+    assert f"fork safety: 1 SQLite connection(s) open in the master at the fork of worker" in stderr, stderr[-3000:]
+    assert str(db) in stderr
