@@ -65,6 +65,21 @@ def _flush_logs() -> None:
         _log_listener.stop()
 
 
+def _listen_again_after_fork() -> None:
+    # The listener thread stays in the parent (gunicorn's master under --preload): a child needs its own.
+    global _log_listener
+    if _log_listener is not None:
+        records: queue.SimpleQueue = queue.SimpleQueue()
+        for handler in logging.getLogger().handlers:
+            if getattr(handler, "_dashboard", False):
+                handler.queue = records
+        _log_listener = logging.handlers.QueueListener(records, *_log_listener.handlers)
+        _log_listener.start()
+
+
+os.register_at_fork(after_in_child=_listen_again_after_fork)
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app from the environment (or from `test_config` over the defaults, for tests)."""
     if test_config is None:

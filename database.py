@@ -6,8 +6,10 @@ import fcntl
 import logging
 import os
 import sqlite3
+import threading
 import time
 import uuid
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -99,9 +101,36 @@ class DatabaseUnavailable(Exception):
     """The database cannot be opened or written (missing dir, read-only, disk full, locked)."""
 
 
+class Connection(sqlite3.Connection):
+    """A connection from connect(): counted in the registry of open connections until closed."""
+
+    def __init__(self, path, *args, **kwargs):
+        super().__init__(path, *args, **kwargs)
+        self.pid, self.path = os.getpid(), os.path.abspath(path)
+        with _registry_lock:
+            _registry.add(self)
+
+    def close(self) -> None:
+        with _registry_lock:
+            _registry.discard(self)
+        super().close()
+
+
+_registry: "weakref.WeakSet[Connection]" = weakref.WeakSet()
+_registry_lock = threading.Lock()
+
+
+def open_connections() -> list[tuple[int, str]]:
+    """(opening pid, file) of every connect() connection in this process's memory not yet closed.
+
+    A forked child inherits its parent's: right after a fork, the list is what the parent had open."""
+    with _registry_lock:
+        return [(conn.pid, conn.path) for conn in _registry]
+
+
 def connect(path: Path | str) -> sqlite3.Connection:
     """Open `path` with the project's pragmas; autocommit, so writers use `transaction()`."""
-    conn = sqlite3.connect(str(path), timeout=5.0, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(str(path), timeout=5.0, isolation_level=None, check_same_thread=False, factory=Connection)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 5000")
     # Turning a new file to WAL takes an exclusive lock that SQLite does not wait for (busy_timeout does
@@ -121,10 +150,25 @@ def connect(path: Path | str) -> sqlite3.Connection:
     return conn
 
 
+# Writes that never pause (several processes) under a reader that always holds a snapshot starve the
+# automatic PASSIVE checkpoints: they never reach the end of the WAL, so it is never reset and grows without
+# bound. Past this size (4x the autocheckpoint's 1000 pages) the next writer truncates it before writing.
+WAL_LIMIT_BYTES = 16 * 1024 * 1024
+# How long checkpoint() keeps trying. A writer that found the WAL past the limit waits this long at most
+# (a reader holding one snapshot longer), then writes anyway: well below busy_timeout.
+CHECKPOINT_WAIT_MS = 1000
+
+
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection):
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): writers take the lock up front, never mid-way."""
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): writers take the lock up front, never mid-way.
+
+    A writer that finds the WAL past WAL_LIMIT_BYTES checkpoints and truncates it first (see checkpoint)."""
     conn.execute("BEGIN IMMEDIATE")
+    if _wal_size(conn) > WAL_LIMIT_BYTES:  # checked under the write lock: nobody appends past the limit
+        conn.execute("ROLLBACK")
+        checkpoint(conn)
+        conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
     except BaseException:
@@ -132,28 +176,39 @@ def transaction(conn: sqlite3.Connection):
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
-    _bound_wal(conn)
 
 
-# Under writes that never pause (several processes), the automatic PASSIVE checkpoints never get to
-# reset the WAL, which then grows without bound: the writer that finds it past this size truncates it.
-WAL_LIMIT_BYTES = 16 * 1024 * 1024
-
-
-def _bound_wal(conn: sqlite3.Connection) -> None:
-    """Checkpoint and truncate the WAL when it is past WAL_LIMIT_BYTES, waiting at most 100 ms for readers."""
+def _wal_size(conn: sqlite3.Connection) -> int:
+    path = getattr(conn, "path", None) or conn.execute("PRAGMA database_list").fetchone()[2]
     try:
-        name = conn.execute("PRAGMA database_list").fetchone()[2]
-        if not name or os.stat(f"{name}-wal").st_size <= WAL_LIMIT_BYTES:
-            return
+        return os.stat(f"{path}-wal").st_size if path else 0
+    except OSError:
+        return 0
+
+
+def checkpoint(conn: sqlite3.Connection, wait_ms: int = CHECKPOINT_WAIT_MS) -> bool:
+    """Copy the WAL into the database and truncate it, trying for at most `wait_ms`; True when done."""
+    # Retried here, with no busy handler: SQLite's handler would keep waiting on the lock of the snapshot a
+    # reader held when the attempt began, which a reader that never pauses takes again microseconds after
+    # leaving it. A fresh attempt sees the reader's newer snapshot; once everything is copied, the reader's
+    # next snapshot reads the database file alone and no longer stands in the way. Another checkpoint (the
+    # automatic one after a commit) makes an attempt busy at once, too.
+    deadline = time.monotonic() + wait_ms / 1000
+    try:
         timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
-        conn.execute("PRAGMA busy_timeout = 100")
+        conn.execute("PRAGMA busy_timeout = 0")
         try:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            while conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]:
+                if time.monotonic() > deadline:
+                    log.info("WAL checkpoint gave up after %d ms: writers or a reader's snapshot held it", wait_ms)
+                    return False
+                time.sleep(0.001)
+            return True
         finally:
             conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
-    except (OSError, sqlite3.Error) as err:  # the commit is done: never report it as failed
-        log.debug("WAL checkpoint skipped: %s", err)
+    except sqlite3.Error as err:  # never fail the write that asked for it
+        log.debug("WAL checkpoint failed: %s", err)
+        return False
 
 
 def migrate(path: Path | str) -> int:

@@ -2,6 +2,7 @@
 import os
 import shutil
 import signal
+import sys
 from pathlib import Path
 
 from dotenv import load_dotenv
@@ -25,6 +26,9 @@ max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "100000"))
 max_requests_jitter = max_requests // 10
 limit_request_line = 4094
 limit_request_fields = 100
+# Off, so that a reload (SIGHUP) loads new code. The app is fork-safe all the same (tests/test_database_reliability.py
+# runs it with --preload): no SQLite connection, lock or thread of the master reaches a worker (see post_fork).
+preload_app = False
 # The app logs one line per request itself; set GUNICORN_ACCESS_LOG=- for gunicorn's access log too.
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
@@ -40,6 +44,15 @@ def on_starting(server):
     """Start every server with empty metric files (counters restart with the process, as Prometheus expects)."""
     shutil.rmtree(_metrics_dir, ignore_errors=True)
     _metrics_dir.mkdir(parents=True, exist_ok=True)
+
+
+def post_fork(server, worker):
+    """Log an error when the master had SQLite connections open at the fork (this worker now shares them)."""
+    database = sys.modules.get("database")  # imported in the master only under --preload
+    inherited = database.open_connections() if database else []
+    if inherited:
+        server.log.error("fork safety: %d SQLite connection(s) open in the master at the fork of worker %s: %s",
+                         len(inherited), worker.pid, ", ".join(f"{path} (opened by pid {pid})" for pid, path in inherited))
 
 
 def child_exit(server, worker):

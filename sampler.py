@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -77,17 +78,19 @@ class Sampler:
                  on_sample: Optional[Callable[[sqlite3.Connection, dict], None]] = None):
         self.db_path, self.interval, self.retention_days = Path(db_path), interval, retention_days
         self.disk_path, self.on_sample = disk_path, on_sample
-        self._stop = threading.Event()
         self._lock_file = None
-        self._thread = threading.Thread(target=self._run, name="health-sampler", daemon=True)
 
     def start(self) -> "Sampler":
         """Start the background thread."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="health-sampler", daemon=True)
         self._thread.start()
+        _running.add(self)
         return self
 
     def stop(self, timeout: float = 5) -> None:
         """Stop the thread and give up leadership."""
+        _running.discard(self)
         self._stop.set()
         self._thread.join(timeout)
 
@@ -127,8 +130,8 @@ class Sampler:
                         prune(conn, self.retention_days)
                         last_prune = time.monotonic()
                     if time.monotonic() - last_checkpoint > CHECKPOINT_EVERY_SECONDS:
-                        # Keeps the WAL small even when readers never pause (checkpoint starvation).
-                        conn.execute("PRAGMA wal_checkpoint(RESTART)")
+                        # Empties the WAL even when readers never pause (checkpoint starvation).
+                        database.checkpoint(conn)
                         last_checkpoint = time.monotonic()
                 except (sqlite3.Error, OSError) as err:
                     log.warning("health sampler: %s", err)
@@ -141,3 +144,24 @@ class Sampler:
             if self._lock_file is not None:
                 self._lock_file.close()
                 self._lock_file = None
+
+
+# A process that forks (gunicorn's master under --preload) hands its samplers to its children: they stop
+# before the fork, closing their connection and lock so no child inherits them, and each child starts its own.
+_running: set[Sampler] = set()
+_handed_to_children: list[Sampler] = []
+
+
+def _before_fork() -> None:
+    for sampler in list(_running):
+        sampler.stop()
+        _handed_to_children.append(sampler)
+
+
+def _after_fork_in_child() -> None:
+    for sampler in _handed_to_children:
+        sampler.start()
+    _handed_to_children.clear()
+
+
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

@@ -35,10 +35,12 @@ def wait_for_port(port: int, proc: subprocess.Popen, deadline_seconds: float = 3
 
 
 class Gunicorn:
-    """`gunicorn --config gunicorn.conf.py app:app` over `root`, with its files in `workdir`."""
+    """`gunicorn --config gunicorn.conf.py [ARGS] app:app` over `root`, with its files in `workdir`."""
 
-    def __init__(self, root: Path, workdir: Path, port: int | None = None, **env: str):
+    def __init__(self, root: Path, workdir: Path, port: int | None = None, *, args: tuple[str, ...] = (),
+                 app: str = "app:app", **env: str):
         workdir.mkdir(parents=True, exist_ok=True)
+        self.argv = [str(GUNICORN), "--config", "gunicorn.conf.py", *args, app]
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "server.log"
@@ -53,8 +55,8 @@ class Gunicorn:
 
     def start(self) -> "Gunicorn":
         """Start the server and wait until it accepts connections."""
-        self.proc = subprocess.Popen([str(GUNICORN), "--config", "gunicorn.conf.py", "app:app"], cwd=PROJECT,
-                                     env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(self.argv, cwd=PROJECT, env=self.env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
         wait_for_port(self.port, self.proc)
         return self
 
