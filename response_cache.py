@@ -1,4 +1,4 @@
-"""A short per-process cache of GET /api/ JSON answers, so many pollers cost one computation.
+"""A short per-process cache of GET /api/ JSON answers (and /healthz), so many pollers cost one computation.
 
 Within RESPONSE_CACHE_SECONDS an answer is served again exactly as it was sent, headers included, by a
 WSGI layer in front of Flask: a cache hit skips routing and every hook, and is only logged and counted.
@@ -22,6 +22,7 @@ import auth
 import monitoring
 
 UNCACHED = ("/api/stream", "/api/logs/export")
+ALSO_CACHED = frozenset({"/healthz"})  # liveness: a replay shows the worker answers as well as a fresh one
 MAX_ENTRIES = 256
 NOT_IN_304 = frozenset({"content-type", "content-length"})
 
@@ -98,8 +99,10 @@ class CachedAnswers:
 
     def _key(self, environ: dict) -> Optional[tuple]:
         path = environ.get("PATH_INFO", "")
-        if (environ.get("REQUEST_METHOD") != "GET" or not path.startswith("/api/") or path.startswith(UNCACHED)
-                or not self.may_read(path, environ.get("HTTP_AUTHORIZATION", ""))):
+        if environ.get("REQUEST_METHOD") != "GET" or not (
+                (path.startswith("/api/") and not path.startswith(UNCACHED)) or path in ALSO_CACHED):
+            return None
+        if not self.may_read(path, environ.get("HTTP_AUTHORIZATION", "")):
             return None
         return path, environ.get("QUERY_STRING", ""), environ.get("HTTP_ORIGIN", "")
 

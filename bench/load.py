@@ -6,7 +6,9 @@
    dashboard user repeats; POST_RATE_LIMIT=0 so the one load client is not throttled) and 5% Server-Sent
    Event streams held open the whole time. wrk connections do not pause between requests: this is the
    most that many users can ask, not a model of people reading a page.
-2. `wrk -t2 -c64 -d<--health-duration>s` on /healthz (liveness, what a load balancer polls).
+2. `wrk -t2 -c64 -d<--health-duration>s` on /healthz (liveness, what a load balancer polls), and the same
+   right after on the bare Flask app of bench/run.py (bench/bare_app.py, same gunicorn settings): the
+   baseline of this machine at this moment.
 
 Prints each figure against its target (errors < 0.1%; GET p95 < 200 ms and p99 < 1 s; /healthz p99 <
 50 ms with no non-2xx; every stream alive to the end) and writes bench/results/load.json. Exits non-zero
@@ -156,12 +158,21 @@ def main() -> int:
         res["health"] = bench.wrk_run(server.base + "/healthz", duration=args.health_duration)
         bench.errors = [e for e in bench.errors if "non-2xx" not in e]  # counted below, against the target
         bench.errors += server.check()
+        server.stop()
+        say(f"bare Flask app: wrk -t2 -c64 -d{args.health_duration}s")
+        bare = Server("bare", "bench.bare_app:app", dashboard_env(args, workdir, "bare", workdir / "data" / "large"),
+                      workdir / "run")
+        try:
+            bare.start()
+            res["bare"] = bench.wrk_run(bare.base + "/", duration=args.health_duration)
+        finally:
+            bare.stop()
     except Exception as exc:
         bench.errors.append(f"{type(exc).__name__}: {exc}")
     finally:
         server.stop()
     res["errors"] = bench.errors
-    if "health" in res:
+    if "bare" in res:
         res["table"] = report(res)
         say("\n" + "\n".join(res["table"]))
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +189,7 @@ def failures(r: dict) -> int:
 
 def report(res: dict) -> list[str]:
     """The figures against their targets, as a Markdown table."""
-    get, post, health = res["get"], res["post"], res["health"]
+    get, post, health, bare = res["get"], res["post"], res["health"], res["bare"]
     total = get["requests"] + post["requests"]
     rate = (failures(get) + failures(post)) / total if total else 1.0
     alive = all(not s["error"] and s["events"] > 0 for s in res["streams"])
@@ -201,7 +212,11 @@ def report(res: dict) -> list[str]:
             row("/healthz p99 (64 connections)", f"{health.get('p99_ms', float('nan')):.1f} ms",
                 f"< {TARGETS['health_p99_ms']:.0f} ms", health.get("p99_ms", 1e9) < TARGETS["health_p99_ms"]),
             row("/healthz non-2xx", f"{health['non_2xx']} of {health['requests']} ({health['rps']:.0f} req/s)",
-                "0", health["non_2xx"] == 0 and not any(health["socket_errors"].values()))]
+                "0", health["non_2xx"] == 0 and not any(health["socket_errors"].values())),
+            row("bare Flask app, same wrk (baseline)", f"p99 {bare.get('p99_ms', float('nan')):.1f} ms, "
+                f"{bare['rps']:.0f} req/s", "", True),
+            row("/healthz / bare", f"{health['rps'] / bare['rps']:.2f} × req/s, "
+                f"{health.get('p99_ms', 0) / bare.get('p99_ms', 1):.2f} × p99", "", True)]
 
 
 if __name__ == "__main__":

@@ -311,14 +311,18 @@ def test_a_cached_answer_is_only_for_those_allowed_to_read(make_app, orchestrato
     assert client.get("/api/agents/status").status_code == 401
     assert client.get("/api/agents/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert client.get("/api/status").status_code == 200
+    for _ in range(2):
+        assert client.get("/healthz").status_code == 200  # liveness stays open, cached or not
 
 
 def test_cache_hits_are_counted_under_their_route(orchestrator, tmp_path):
     with Gunicorn(orchestrator(), tmp_path / "srv", GUNICORN_WORKERS="1", RESPONSE_CACHE_SECONDS="60") as server:
         for _ in range(5):
             assert server.request("GET", "/api/agents/agent_1")[0] == 200
+            status, headers, body = server.request("GET", "/healthz")
+            assert (status, json.loads(body)) == (200, {"status": "ok"})
+            assert headers["X-Content-Type-Options"] == "nosniff" and headers["Cache-Control"] == "no-store"
         text = server.request("GET", "/metrics")[2].decode()
-    counts = {s.labels["status"]: s.value for family in text_string_to_metric_families(text)
-              for s in family.samples
-              if s.name == "dashboard_http_requests_total" and s.labels["endpoint"] == "/api/agents/<agent_id>"}
-    assert counts == {"200": 5.0}
+    counts = {(s.labels["endpoint"], s.labels["status"]): s.value for family in text_string_to_metric_families(text)
+              for s in family.samples if s.name == "dashboard_http_requests_total"}
+    assert counts[("/api/agents/<agent_id>", "200")] == 5 and counts[("/healthz", "200")] == 5
