@@ -122,8 +122,8 @@ class DataProvider(ABC):
         """GET /api/logs/export: log events of the last `days`, oldest first, as contract.LogEvent dicts."""
 
     @abstractmethod
-    def storyboard_projects(self) -> Payload:
-        """GET /api/storyboard/projects (list of contract.ProjectSummary)."""
+    def storyboard_projects(self, limit: int, offset: int) -> Payload:
+        """GET /api/storyboard/projects (list of contract.ProjectSummary, newest first, a page of them)."""
 
     @abstractmethod
     def storyboard_project(self, project_id: str) -> Payload:
@@ -682,8 +682,13 @@ class LocalDataProvider(DataProvider):
 
     # --- storyboard ---
 
-    def storyboard_projects(self) -> Payload:
-        return Payload(database.list_projects(database.get_db()), [])
+    def storyboard_projects(self, limit: int, offset: int) -> Payload:
+        projects, total = database.list_projects(database.get_db(), limit, offset)
+        warnings = []
+        if offset + len(projects) < total:
+            warnings.append(f"storyboard projects: {offset + 1}-{offset + len(projects)} of {total} shown; "
+                            f"the next ones with offset={offset + len(projects)}")
+        return Payload(projects, warnings)
 
     def storyboard_project(self, project_id: str) -> Payload:
         project = database.get_project(database.get_db(), project_id)
@@ -909,8 +914,8 @@ class CloudDataProvider(DataProvider):
 
     # --- storyboard ---
 
-    def storyboard_projects(self) -> Payload:
-        return self._read("storyboard_projects", "/api/storyboard/projects")
+    def storyboard_projects(self, limit: int, offset: int) -> Payload:
+        return self._read("storyboard_projects", "/api/storyboard/projects", limit=limit, offset=offset)
 
     def storyboard_project(self, project_id: str) -> Payload:
         return self._read("storyboard_project", f"/api/storyboard/project/{quote(project_id, safe='')}")

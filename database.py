@@ -273,15 +273,19 @@ def utc_now() -> str:
 
 # --- storyboard ---
 
-def list_projects(conn: sqlite3.Connection) -> list[dict]:
-    """Every storyboard project with its scene count and total duration, newest first."""
+def list_projects(conn: sqlite3.Connection, limit: int, offset: int = 0) -> tuple[list[dict], int]:
+    """Storyboard projects with their scene count and total duration, newest first: `limit` of them from
+    `offset`, and how many there are in all."""
     rows = conn.execute(
         "SELECT p.id, p.name, p.description, p.created_at, p.updated_at,"
         " COUNT(s.id) AS scene_count, COALESCE(SUM(s.duration_sec), 0) AS total_duration_sec"
-        " FROM storyboard_projects p LEFT JOIN storyboard_scenes s ON s.project_id = p.id"
-        " GROUP BY p.id ORDER BY p.created_at DESC, p.id"
+        " FROM (SELECT rowid AS seq, * FROM storyboard_projects ORDER BY created_at DESC, rowid DESC"
+        "       LIMIT ? OFFSET ?) p"
+        " LEFT JOIN storyboard_scenes s ON s.project_id = p.id"
+        " GROUP BY p.id ORDER BY p.created_at DESC, p.seq DESC", (limit, offset)
     ).fetchall()
-    return [dict(row) for row in rows]
+    total = conn.execute("SELECT COUNT(*) FROM storyboard_projects").fetchone()[0]
+    return [dict(row) for row in rows], total
 
 
 def get_project(conn: sqlite3.Connection, project_id: str) -> dict | None:

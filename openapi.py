@@ -25,7 +25,7 @@ import auth
 import contract
 from config import VERSION
 from routes import EXPORT_FORMATS, LOG_LEVELS
-from validation import ID_RE
+from validation import ID_RE, MAX_OFFSET, PROJECTS_PAGE
 
 bp = Blueprint("openapi", __name__, url_prefix="/api")
 
@@ -54,7 +54,9 @@ def _choice_param(name: str, choices: tuple[str, ...], default: str | None, what
 DAYS = _int_param("days", 7, 1, 365, "days back from today")
 LIMIT = _int_param("limit", 50, 1, 1000, "how many events at most")
 HOURS = _int_param("hours", 24, 1, 720, "hours back from now")
-OFFSET = _int_param("offset", 0, 0, 100_000, "events to skip (newest first)")
+OFFSET = _int_param("offset", 0, 0, MAX_OFFSET, "events to skip (newest first)")
+PROJECT_LIMIT = _int_param("limit", PROJECTS_PAGE, 1, 1000, "how many projects at most")
+PROJECT_OFFSET = _int_param("offset", 0, 0, MAX_OFFSET, "projects to skip (newest first)")
 LEVEL = _choice_param("level", LOG_LEVELS, None, "only events of this level")
 FORMAT = _choice_param("format", EXPORT_FORMATS, "json", "file format of the download")
 
@@ -68,6 +70,7 @@ QUERY = {
     "system_errors": (LIMIT,),
     "training_logs": (LIMIT, OFFSET),
     "export_logs": (FORMAT, DAYS),
+    "storyboard_projects": (PROJECT_LIMIT, PROJECT_OFFSET),
 }
 
 # --- request bodies: view -> (contract model, required) ---

@@ -13,7 +13,7 @@ import database
 from config import VERSION
 from contract import NewProject, Payload, StartTraining
 from errors import ApiError
-from validation import check_id, choice_arg, days_arg, int_arg, limit_arg
+from validation import MAX_OFFSET, PROJECTS_PAGE, check_id, choice_arg, days_arg, int_arg, limit_arg
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 pages = Blueprint("pages", __name__)
@@ -222,8 +222,8 @@ def system_alerts():
 
 @bp.get("/storyboard/projects")
 def storyboard_projects():
-    """Every storyboard project, newest first."""
-    return respond(provider().storyboard_projects())
+    """Storyboard projects, newest first: `limit` (1-1000, default 100) from `offset`."""
+    return respond(provider().storyboard_projects(limit_arg(PROJECTS_PAGE), int_arg("offset", 0, 0, MAX_OFFSET)))
 
 
 @bp.get("/storyboard/project/<project_id>")
@@ -244,7 +244,7 @@ def create_storyboard_project():
 @bp.get("/logs/training")
 def training_logs():
     """Training log events, newest first, `limit` per page from `offset`."""
-    return respond(provider().training_logs(limit_arg(), int_arg("offset", 0, 0, 100_000)))
+    return respond(provider().training_logs(limit_arg(), int_arg("offset", 0, 0, MAX_OFFSET)))
 
 
 @bp.get("/logs/export")

@@ -41,6 +41,10 @@ def days_arg() -> int:
     return int_arg("days", 7, 1, 365)
 
 
+MAX_OFFSET = 100_000     # largest `offset` of a paged list
+PROJECTS_PAGE = 100      # storyboard projects per page by default
+
+
 def limit_arg(default: int = 50) -> int:
     """The contract's `limit`: integer 1..1000, default 50."""
     return int_arg("limit", default, 1, 1000)

@@ -212,6 +212,20 @@ def test_storyboard_project_round_trip(client):
     assert [p["id"] for p in client.get("/api/storyboard/projects").get_json()] == [project["id"]]
 
 
+def test_storyboard_projects_come_in_pages_newest_first(make_app, orchestrator):
+    client = make_app(orchestrator(), POST_RATE_LIMIT=0).test_client()
+    ids = [client.post("/api/storyboard/project/create", json={"name": f"p{i}"}).get_json()["id"] for i in range(105)]
+    first = client.get("/api/storyboard/projects")
+    assert [p["id"] for p in first.get_json()] == ids[::-1][:100]
+    assert "1-100 of 105 shown" in first.headers["X-Data-Warnings"] and "offset=100" in first.headers["X-Data-Warnings"]
+    rest = client.get("/api/storyboard/projects?offset=100&limit=10")
+    assert [p["id"] for p in rest.get_json()] == ids[::-1][100:] and "X-Data-Warnings" not in rest.headers
+    assert [p["name"] for p in client.get("/api/storyboard/projects?limit=2&offset=1").get_json()] == ["p103", "p102"]
+    for bad in ("limit=0", "limit=1001", "offset=-1", "limit=x"):
+        response = client.get(f"/api/storyboard/projects?{bad}")
+        assert response.status_code == 400 and bad.split("=")[0] in response.get_json()["error"]
+
+
 @pytest.mark.parametrize("body,field", [
     ({}, "name"),
     ({"name": ""}, "name"),
