@@ -653,15 +653,17 @@ def test_retry_policies():
 
 
 def test_every_cloud_read_and_write_is_checked_against_a_contract_model():
+    import cloud_provider
     import data_providers
     from contract import RESPONSES
 
-    source = inspect.getsource(data_providers.CloudDataProvider)
+    source = inspect.getsource(cloud_provider.CloudDataProvider)
     names = set(re.findall(r'self\._(?:read|write)\("(\w+)"', source))
     assert len(names) >= 20 and names - set(RESPONSES) == {"metrics_quality"}  # checked by hand
     abstract = {name for name, member in vars(data_providers.DataProvider).items()
                 if getattr(member, "__isabstractmethod__", False)}
-    assert abstract <= set(vars(data_providers.CloudDataProvider))
+    assert abstract <= set(vars(cloud_provider.CloudDataProvider))
+    assert data_providers.DataProviderFactory.provider_class("cloud") is cloud_provider.CloudDataProvider
 
 
 def test_the_key_is_compared_in_constant_time_only():

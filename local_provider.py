@@ -1,0 +1,596 @@
+"""LocalDataProvider: every read from the orchestrator's own files under ORCHESTRATOR_PATH, with history
+recorded into SQLite."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from datetime import date, datetime, timedelta
+from typing import Iterator, Optional
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cron_descriptor import get_description
+from flask import current_app
+
+import data_loader
+import database
+import events
+import health
+import history_store
+import sampler
+import training_control
+from analytics import daily_last, moving_average, natural_key, rank_desc, trend_direction
+from contract import NewProject, Payload
+from data_providers import DataProvider
+from errors import ApiError
+from orchestrator_state import SYSTEM_KEY, OrchestratorState
+
+
+PHASE_KEYS = ("harvesting", "validation", "agent_training", "production", "monitoring")
+# holistic_training_result.json names the agent-training phase "training".
+RESULT_PHASE = {"harvesting": "harvesting", "validation": "validation", "agent_training": "training",
+                "production": "production", "monitoring": "monitoring", "cleanup": "cleanup"}
+ALL_PHASES = PHASE_KEYS + ("cleanup",)
+ERROR_LEVELS = ("ERROR", "CRITICAL", "WARNING")
+ERROR_WINDOW = timedelta(days=7)
+CPU_ALERT_WINDOW_SECONDS = 300
+# Files are compared with what the database recorded at most this often per process.
+INGEST_CHECK_SECONDS = 2.0
+
+
+
+def orchestrator_zone(name: str):
+    """The orchestrator's time zone: a tz database name, or this server's local zone when empty."""
+    if not name:
+        return datetime.now().astimezone().tzinfo
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"ORCHESTRATOR_TIMEZONE {name!r} is not a known time zone") from None
+
+
+class LocalDataProvider(DataProvider):
+    """Reads the orchestrator's own files under ORCHESTRATOR_PATH; stores projects in SQLite."""
+
+    name = "local"
+
+    def __init__(self, config: dict):
+        self.root = config["ORCHESTRATOR_PATH"]
+        self.tz = orchestrator_zone(config.get("ORCHESTRATOR_TIMEZONE", ""))
+        self.tz_name = config.get("ORCHESTRATOR_TIMEZONE") or str(datetime.now().astimezone().tzname())
+        self.threshold = float(config.get("QUALITY_THRESHOLD", 7.0))
+        self.disk_path = config.get("HEALTH_DISK_PATH", "/")
+        self.training = training_control.TrainingController(config)
+        self._ingest_checked = float("-inf")  # when this process last compared the files with the database
+
+    def state(self) -> OrchestratorState:
+        """A fresh view of the orchestrator folder (one per request)."""
+        state = OrchestratorState(self.root, self.tz, run_ended=self._log_run_ended)
+        if not state.root_exists:
+            state.warnings.append(f"orchestrator folder not found: {os.fspath(self.root)} (set ORCHESTRATOR_PATH)")
+        return state
+
+    # --- shared derivations ---
+
+    def _agent_rows(self, s: OrchestratorState) -> list[dict]:
+        progress = s.progress
+        return [self._agent_row(s, agent_id, progress) for agent_id in s.agent_ids]
+
+    def _agent_row(self, s: OrchestratorState, agent_id: str, progress: dict) -> dict:
+        points = s.quality_points(agent_id)
+        latest = points[-1] if points else None
+        report = s.latest_report_agent(agent_id)
+        attempts = s.attempts(agent_id)
+        failures = sum(1 for a in attempts if a.get("success") is False and s.now - a["timestamp"] <= ERROR_WINDOW)
+        enabled = s.config.get("agents", {}).get(agent_id, {}).get("enabled")
+        if progress["running"] and progress.get("current_agent") == agent_id:
+            status = "training"
+        elif attempts and attempts[-1].get("success") is False:
+            status = "error"
+        elif enabled is False or (latest is None and (report is None or report.get("quality") is None)):
+            status = "offline"
+        else:
+            status = "online"
+        if latest is not None:
+            quality, updated = latest.get("score"), s.iso(latest["timestamp"])
+            time_ms, improvement = latest.get("time_ms"), latest.get("improvement")
+        elif report is not None:
+            quality, updated = report.get("quality"), s.iso(datetime.combine(report["date"], datetime.min.time()))
+            time_ms, improvement = report.get("processing_ms"), None
+        else:
+            quality = updated = time_ms = improvement = None
+        return {"id": agent_id, "name": s.agent_name(agent_id), "status": status, "quality_score": quality,
+                "last_updated": updated, "processing_time_ms": time_ms, "improvement": improvement,
+                "errors": failures}
+
+    def _daily(self, s: OrchestratorState, agent_id: Optional[str], first_day: date) -> dict[date, Optional[float]]:
+        """{date: quality} from the database (reports and metrics ever ingested), else from the files."""
+        metric = f"{agent_id}_quality" if agent_id else SYSTEM_KEY
+        stored = self._from_db(s, lambda db: history_store.daily_quality(db, metric, self.tz, first_day))
+        if stored is not None:
+            return stored
+        days = s.report_quality(agent_id)
+        days.update(daily_last(s.quality_points(agent_id)))
+        return {d: v for d, v in days.items() if d >= first_day}
+
+    def _from_db(self, s: OrchestratorState, read):
+        """`read(db)` after ingesting changed files; None (and a warning) when the database fails."""
+        try:
+            db = database.get_db()
+        except database.DatabaseUnavailable as err:
+            self._db_warning(s, err)
+            return None
+        if not s.__dict__.get("_ingested") and time.monotonic() - self._ingest_checked >= INGEST_CHECK_SECONDS:
+            s.__dict__["_ingested"] = True
+            try:
+                history_store.ingest(db, s, lambda: self._runs(s))
+                self._ingest_checked = time.monotonic()
+            except sqlite3.Error as err:
+                s.warnings.append(f"database: could not record the orchestrator's files ({err})")
+        try:
+            return read(db)
+        except sqlite3.Error as err:
+            self._db_warning(s, err)
+            return None
+
+    @staticmethod
+    def _db_warning(s: OrchestratorState, err: Exception) -> None:
+        s.warnings.append(f"database unavailable ({err}); showing only what the orchestrator's files still hold")
+
+    def _history_agents(self, s: OrchestratorState, first_day: date) -> list[str]:
+        """Agents the files name now, plus those the database holds quality for since `first_day`."""
+        since = s.iso(datetime.combine(first_day, datetime.min.time()))
+        stored = self._from_db(s, lambda db: history_store.quality_agents(db, since)) or set()
+        return sorted(set(s.agent_ids) | {a for a in stored if data_loader.AGENT_ID_RE.match(a)}, key=natural_key)
+
+    def _window(self, s: OrchestratorState, days: int) -> list[date]:
+        today = s.now.date()
+        return [today - timedelta(days=i) for i in range(days - 1, -1, -1)]
+
+    def _overall_quality(self, s: OrchestratorState) -> Optional[float]:
+        points = s.quality_points(None)
+        if points:
+            return points[-1].get("score")
+        return s.reports[-1].get("system_quality") if s.reports else None
+
+    def _phase_durations(self, s: OrchestratorState) -> dict:
+        phases = s.result.get("phases") or {}
+        return {key: (phases.get(RESULT_PHASE[key]) or {}).get("time_seconds") for key in PHASE_KEYS}
+
+    def _event(self, s: OrchestratorState, event: dict) -> dict:
+        return {"timestamp": s.iso(event["timestamp"]), "level": event["level"],
+                "source": event["source"], "message": event["message"]}
+
+    def _newest_events(self, s: OrchestratorState, limit: int, levels: Optional[tuple] = None) -> list[dict]:
+        found: list[dict] = []
+        for path in s.log_files:
+            events = [e for e in s.log_events(path) if levels is None or e["level"] in levels]
+            found.extend(reversed(events))
+            if len(found) >= limit:
+                break
+        return [self._event(s, e) for e in found[:limit]]
+
+    # --- dashboard ---
+
+    def dashboard_overview(self) -> Payload:
+        s = self.state()
+        progress, result = s.progress, s.result
+        speed = (result.get("phases") or {}).get("training", {}).get("time_seconds")
+        week = self._window(s, 7)
+        system = self._daily(s, None, week[0])
+        recent = [system.get(d) for d in week]
+        improvements = {row["id"]: row["improvement"] for row in self._agent_rows(s)
+                        if row["improvement"] is not None}
+        data = {
+            "current_phase": progress.get("current_phase") if progress["running"] else "idle",
+            "overall_quality": self._overall_quality(s),
+            "last_training": s.iso(result.get("timestamp")),
+            "next_training": s.iso(s.next_run()),
+            "agents_trained": result.get("agents_trained"),
+            "training_speed_ms": round(speed * 1000) if isinstance(speed, (int, float)) else None,
+            "improvements": improvements,
+            "quality_trend": trend_direction(recent),
+        }
+        return Payload(data, s.warnings)
+
+    def quick_stats(self) -> Payload:
+        s = self.state()
+        rows = self._agent_rows(s)
+        cutoff = s.iso(s.now - timedelta(hours=24))
+        errors = sum(1 for e in self._merged_events(s, 1000, ("ERROR", "CRITICAL")) if e["timestamp"] >= cutoff)
+        data = {
+            "agents_online": sum(1 for r in rows if r["status"] in ("online", "training")),
+            "agents_total": len(rows),
+            "overall_quality": self._overall_quality(s),
+            "last_training": s.iso(s.result.get("timestamp")),
+            "training_running": s.progress["running"],
+            "active_alerts": len(self._active_alerts(s, self._latest_health())),
+            "errors_24h": errors,
+        }
+        return Payload(data, s.warnings)
+
+    # --- agents ---
+
+    def agents_status(self) -> Payload:
+        s = self.state()
+        return Payload(self._agent_rows(s), s.warnings)
+
+    def agent_detail(self, agent_id: str) -> Payload:
+        s = self.state()
+        if agent_id not in s.agent_ids:
+            raise ApiError(404, f"unknown agent_id: {agent_id}")
+        row = self._agent_row(s, agent_id, s.progress)
+        config = s.config.get("agents", {}).get(agent_id, {})
+        module = s.modules.get(agent_id, {})
+        history = [{"timestamp": s.iso(p["timestamp"]), "score": p.get("score"),
+                    "improvement": p.get("improvement"), "time_ms": p.get("time_ms")}
+                   for p in s.quality_points(agent_id)[-30:]]
+        row.update(title=module.get("title"), module=module.get("file"),
+                   config={k: config.get(k) for k in ("enabled", "priority", "description")},
+                   quality_history=history)
+        return Payload(row, s.warnings)
+
+    def agents_health(self) -> Payload:
+        s = self.state()
+        rows = self._agent_rows(s)
+        by_status = {k: sum(1 for r in rows if r["status"] == k) for k in ("online", "offline", "training", "error")}
+        below = [r["id"] for r in rows if r["quality_score"] is not None and r["quality_score"] < self.threshold]
+        scores = [r["quality_score"] for r in rows if r["quality_score"] is not None]
+        if by_status["error"] or (rows and len(below) * 2 > len(rows)):
+            overall = "critical"
+        elif below or by_status["offline"] or not rows:
+            overall = "warning"
+        else:
+            overall = "healthy"
+        data = {"overall_status": overall, "total": len(rows), "by_status": by_status,
+                "quality_threshold": self.threshold, "below_threshold": below,
+                "average_quality": round(sum(scores) / len(scores), 2) if scores else None}
+        return Payload(data, s.warnings)
+
+    # --- training ---
+
+    def training_status(self) -> Payload:
+        s = self.state()
+        session = self._running_session(s)  # first: reconciling may end the run the log shows
+        progress, durations = s.progress, self._phase_durations(s)
+        data = {"is_running": progress["running"], "current_phase": "idle", "progress_percent": None,
+                "current_agent": None, "estimated_time_remaining_sec": None, "started_at": None,
+                "phase_durations": durations,
+                "session_id": session["session_id"] if session and session["origin"] == "dashboard" else None}
+        if progress["running"]:
+            percent, remaining = self._progress_estimate(s, progress)
+            data.update(current_phase=progress.get("current_phase"), current_agent=progress.get("current_agent"),
+                        progress_percent=percent, estimated_time_remaining_sec=remaining,
+                        started_at=s.iso(progress.get("started_at")))
+        elif session is not None:  # started, but not (yet) in the orchestrator's log: phase unknown
+            data.update(is_running=True, current_phase=None, started_at=session["started_at"])
+        return Payload(data, s.warnings)
+
+    def _progress_estimate(self, s: OrchestratorState, progress: dict) -> tuple[Optional[float], Optional[int]]:
+        """Percent done and seconds left, weighting phases by the last successful run's durations."""
+        phases = s.result.get("phases") or {}
+        expected = {k: (phases.get(RESULT_PHASE[k]) or {}).get("time_seconds") for k in ALL_PHASES}
+        completed = progress.get("completed_phases") or {}
+        current = progress.get("current_phase")
+        if any(v is None for v in expected.values()) or s.result.get("status") != "success":
+            done = len(completed) / len(ALL_PHASES)
+            return round(min(done, 0.99) * 100, 1), None
+        total = sum(expected.values()) or 1.0
+        done = sum(expected[k] for k in completed if k in expected)
+        if current in expected:
+            started = progress.get("phase_started_at") or s.now
+            elapsed = max(0.0, (s.now - started).total_seconds())
+            if current == "agent_training" and s.agent_ids:
+                fraction = len(progress.get("agents_completed", []) + progress.get("agents_failed", [])) / len(s.agent_ids)
+                elapsed = max(elapsed, fraction * expected[current])
+            done += min(elapsed, expected[current])
+        return round(min(done / total, 0.99) * 100, 1), max(0, round(total - done))
+
+    # --- training control (the logic lives in training_control.py) ---
+
+    def start_training(self, force: bool) -> Payload:
+        conn = database.get_db()
+        self.training.reconcile(conn)
+        s = self.state()
+        data = self.training.start(conn, force=force, log_running=s.progress["running"])
+        return Payload(data, s.warnings)
+
+    def stop_training(self) -> Payload:
+        return Payload(self.training.stop(database.get_db()), [])
+
+    def training_session(self, session_id: int) -> Payload:
+        session = self.training.session(database.get_db(), session_id)
+        if session is None:
+            raise ApiError(404, f"unknown session_id: {session_id}")
+        return Payload(session, [])
+
+    def _running_session(self, s: OrchestratorState) -> Optional[dict]:
+        try:
+            return self.training.running_session(database.get_db())
+        except (sqlite3.Error, database.DatabaseUnavailable) as err:
+            s.warnings.append(f"training sessions unavailable: {err}")
+            return None
+
+    def _log_run_ended(self, started_iso: Optional[str]) -> Optional[str]:
+        """For OrchestratorState: why the log's unfinished run has ended, if a dashboard session ran it."""
+        try:
+            return self.training.log_run_ended(database.get_db(), started_iso)
+        except (sqlite3.Error, database.DatabaseUnavailable, RuntimeError):
+            return None
+
+    def training_history(self, days: int) -> Payload:
+        s = self.state()
+        first_day = s.now.date() - timedelta(days=days - 1)
+        since = s.iso(datetime.combine(first_day, datetime.min.time()))
+        runs = self._from_db(s, lambda db: history_store.runs_since(db, since, self.tz))
+        if runs is None:
+            runs = [dict(run, status=history_store.RUN_STATUS.get(run["status"], run["status"]),
+                         session_id=None, origin="orchestrator") for run in self._runs(s)]
+            runs.sort(key=lambda r: (r["finished_at"] or r["started_at"] or r["date"]), reverse=True)
+        return Payload([r for r in runs if r["date"] >= first_day.isoformat()], s.warnings)
+
+    def _runs(self, s: OrchestratorState) -> list[dict]:
+        """Completed runs from training_history, failed ones from the log and the result file."""
+        system = {p["timestamp"]: p.get("score") for p in s.metrics.get(SYSTEM_KEY, [])}
+        runs = []
+        for event in s.metrics.get("training_history", []):
+            data = event.get("data") or {}
+            if event.get("event_type") != "holistic_training_complete":
+                continue
+            runs.append(self._run(s, event["timestamp"], data.get("total_time_seconds"), data.get("status"),
+                                  data.get("error"), system.get(event["timestamp"]), data.get("system_quality_delta"),
+                                  data.get("agents_trained"),
+                                  ((data.get("phases") or {}).get("training") or {}).get("agents_failed")))
+        known = {r["finished_at"] for r in runs}
+        for run in s.log_runs():
+            end = run.get("finished_at")
+            if run.get("finished") == "failed" and s.iso(end) not in known:
+                duration = (end - run["started_at"]).total_seconds() if run.get("started_at") else None
+                runs.append(self._run(s, end, duration, "failed", run.get("error"), None, None,
+                                      len(run.get("agents_completed", [])), len(run.get("agents_failed", []))))
+                known.add(s.iso(end))
+        result = s.result
+        if result.get("status") not in (None, "success") and result.get("timestamp") is not None:
+            if not any(self._near(s, r["finished_at"], result["timestamp"]) for r in runs):
+                runs.append(self._run(s, result["timestamp"], result.get("total_time_seconds"), result["status"],
+                                      result.get("error"), None, None, None, None))
+        return runs
+
+    @staticmethod
+    def _near(s: OrchestratorState, iso: Optional[str], naive: datetime, seconds: float = 120) -> bool:
+        if iso is None:
+            return False
+        parsed = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+        return abs((parsed - naive.replace(tzinfo=s.tz)).total_seconds()) < seconds
+
+    @staticmethod
+    def _run(s, finished, duration, status, error, quality, change, trained, failed) -> dict:
+        started = finished - timedelta(seconds=duration) if finished and isinstance(duration, (int, float)) else None
+        return {"date": (started or finished).date().isoformat(), "started_at": s.iso(started),
+                "finished_at": s.iso(finished), "duration_seconds": duration, "overall_quality": quality,
+                "quality_change_percent": change, "agents_trained": trained, "agents_failed": failed,
+                "status": status or "unknown", "error": error}
+
+    def training_schedule(self) -> Payload:
+        s = self.state()
+        expression = s.schedule
+        description = get_description(expression) if expression else None
+        data = {"schedule": expression, "description": description, "enabled": s.config.get("enabled"),
+                "next_run": s.iso(s.next_run()), "timezone": self.tz_name}
+        return Payload(data, s.warnings)
+
+    # --- metrics ---
+
+    def metrics_quality(self, days: int) -> Payload:
+        s = self.state()
+        window = self._window(s, days)
+        series = {"system": self._daily(s, None, window[0])}
+        series.update({agent_id: self._daily(s, agent_id, window[0]) for agent_id in self._history_agents(s, window[0])})
+        window = [d for d in window if any(d in values for values in series.values())]
+        data = {"timestamps": [d.isoformat() for d in window]}
+        data.update({key: [values.get(d) for d in window] for key, values in series.items()})
+        return Payload(data, s.warnings)
+
+    def metric_history(self, metric_name: str, days: int) -> Payload:
+        s = self.state()
+        cutoff = datetime.combine(s.now.date() - timedelta(days=days - 1), datetime.min.time())
+        points = self._from_db(s, lambda db: history_store.metric_points(db, metric_name, s.iso(cutoff)))
+        if points is None and metric_name in s.metrics and metric_name != "training_history":
+            points = [{"timestamp": s.iso(p["timestamp"]), "agent": p.get("agent"),
+                       "value": history_store.point_value(p)} for p in s.metrics[metric_name] if p["timestamp"] >= cutoff]
+        if points is None:
+            raise ApiError(404, f"unknown metric_name: {metric_name}")
+        return Payload({"metric": metric_name, "days": days, "points": points}, s.warnings)
+
+    def metrics_comparison(self) -> Payload:
+        s = self.state()
+        rows = self._agent_rows(s)
+        ranks = rank_desc({r["id"]: r["quality_score"] for r in rows})
+        table = [{"id": r["id"], "name": r["name"], "quality_score": r["quality_score"],
+                  "processing_time_ms": r["processing_time_ms"], "improvement": r["improvement"],
+                  "rank": ranks[r["id"]]} for r in rows]
+        table.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0, natural_key(r["id"])))
+        return Payload(table, s.warnings)
+
+    def metrics_trends(self, days: int) -> Payload:
+        s = self.state()
+        window = self._window(s, days)
+        lead = self._window(s, days + 6)  # six earlier days so the first average covers a full week
+        system = self._daily(s, None, lead[0])
+        averages = moving_average([system.get(d) for d in lead])[6:]
+        values = [system.get(d) for d in window]
+        seen = [v for v in values if v is not None]
+        agents = {}
+        for agent_id in self._history_agents(s, lead[0]):
+            daily = self._daily(s, agent_id, lead[0])
+            agent_values = [daily.get(d) for d in lead]
+            known = [v for v in agent_values if v is not None]
+            agents[agent_id] = {"latest": known[-1] if known else None,
+                                "moving_average_7d": moving_average(agent_values)[-1],
+                                "direction": trend_direction(agent_values[6:])}
+        data = {"timestamps": [d.isoformat() for d in window], "system": values, "moving_average_7d": averages,
+                "direction": trend_direction(values),
+                "change": round(seen[-1] - seen[0], 3) if len(seen) >= 2 else None, "agents": agents}
+        return Payload(data, s.warnings)
+
+    # --- system ---
+
+    def system_health(self) -> Payload:
+        return Payload(health.current(self.disk_path), [])
+
+    def health_history(self, hours: int) -> Payload:
+        samples = sampler.history(database.get_db(), hours)
+        warnings = [] if samples else ["no health samples stored yet (HEALTH_SAMPLE_SECONDS=0 turns the sampler off)"]
+        return Payload({"hours": hours, "sample_seconds": current_app.config["HEALTH_SAMPLE_SECONDS"] or None,
+                        "samples": samples}, warnings)
+
+    def recent_logs(self, limit: int, level: Optional[str]) -> Payload:
+        s = self.state()
+        levels = (level.upper(),) if level else None
+        return Payload(self._merged_events(s, limit, levels), s.warnings)
+
+    def system_errors(self, limit: int) -> Payload:
+        s = self.state()
+        return Payload(self._merged_events(s, limit, ERROR_LEVELS), s.warnings)
+
+    def _merged_events(self, s: OrchestratorState, limit: int, levels: Optional[tuple]) -> list[dict]:
+        """The log files' newest events and the database's events (training, API, alerts), newest first.
+
+        Orchestrator lines the database kept after the files rotated them away are included too.
+        """
+        from_files = self._newest_events(s, limit, levels)
+        severities = [lvl.lower() for lvl in levels] if levels else None
+        stored = self._from_db(s, lambda db: events.newest_events(db, limit * 2, severities)) or []
+        seen = {(e["timestamp"], e["level"], e["message"]) for e in from_files}
+        oldest_file_event = from_files[-1]["timestamp"] if len(from_files) >= limit else ""
+        extra = [e for e in map(events.as_log_event, stored)
+                 if (e["timestamp"], e["level"], e["message"]) not in seen and e["timestamp"] >= oldest_file_event]
+        # Merge by time, but keep the log's own order among its lines (its clock may jump).
+        merged, i, j = [], 0, 0
+        while len(merged) < limit and (i < len(from_files) or j < len(extra)):
+            if j >= len(extra) or (i < len(from_files) and from_files[i]["timestamp"] >= extra[j]["timestamp"]):
+                merged.append(from_files[i])
+                i += 1
+            else:
+                merged.append(extra[j])
+                j += 1
+        return merged
+
+    def system_alerts(self) -> Payload:
+        s = self.state()
+        return Payload(self._active_alerts(s, self._latest_health()), s.warnings)
+
+    def refresh_alerts(self, sample: dict) -> None:
+        s = self.state()
+        self._active_alerts(s, sample)
+
+    def _latest_health(self) -> dict:
+        return health.current(self.disk_path)
+
+    def _active_alerts(self, s: OrchestratorState, sample: dict) -> list[dict]:
+        """Current alerts, with the time each began; raised and cleared ones recorded as events."""
+        # CPU is judged on the last minutes' stored samples (when the sampler runs), not one spike.
+        cpu = self._from_db(s, lambda db: sampler.recent_average(db, "cpu_percent", CPU_ALERT_WINDOW_SECONDS))
+        if cpu is not None:
+            sample = {**sample, "cpu_percent": cpu}
+        current = self._alerts(s) + self._host_alerts(sample)
+        synced = self._from_db(s, lambda db: events.sync_alerts(db, current))
+        return synced if synced is not None else current
+
+    def _host_alerts(self, sample: dict) -> list[dict]:
+        """CPU, memory and disk over their configured warning/critical thresholds."""
+        alerts = []
+        for resource, key in (("cpu", "cpu_percent"), ("memory", "memory_percent"), ("disk", "disk_percent")):
+            value = sample.get(key)
+            if value is None:
+                continue
+            limits = current_app.config
+            for severity in ("critical", "warning"):
+                limit = limits[f"ALERT_{resource.upper()}_{severity.upper()}"]
+                if value >= limit:
+                    alerts.append({"id": f"host.{resource}", "severity": severity, "source": "host",
+                                   "message": f"{resource} at {value:.0f}% (≥ {limit:g}% {severity} threshold)",
+                                   "since": sample.get("timestamp")})
+                    break
+        return alerts
+
+    def _alerts(self, s: OrchestratorState) -> list[dict]:
+        """Alerts the orchestrator's files raise: a failed last run, an overdue run, weak or failing agents."""
+        alerts = []
+        result = s.result
+        if result.get("status") not in (None, "success"):
+            alerts.append({"id": "training.last_run_failed", "severity": "critical", "source": "training",
+                           "message": f"last training run {result['status']}: {result.get('error') or 'no reason given'}",
+                           "since": s.iso(result.get("timestamp"))})
+        last = result.get("timestamp")
+        interval = s.schedule_interval(last) if last and s.config.get("enabled") is not False else None
+        if interval is not None and s.now - last > interval * 1.5 and not s.progress["running"]:
+            alerts.append({"id": "training.overdue", "severity": "warning", "source": "training",
+                           "message": f"no training run since {s.iso(last)} (schedule {s.schedule})",
+                           "since": s.iso(last + interval * 1.5)})
+        for row in self._agent_rows(s):
+            if row["status"] == "error":
+                alerts.append({"id": f"agent.{row['id']}.failed", "severity": "warning", "source": row["id"],
+                               "message": f"{row['name']} failed its last training",
+                               "since": s.iso(s.attempts(row["id"])[-1]["timestamp"])})
+            if row["quality_score"] is not None and row["quality_score"] < self.threshold:
+                alerts.append({"id": f"agent.{row['id']}.low_quality", "severity": "warning", "source": row["id"],
+                               "message": f"{row['name']} quality {row['quality_score']} is below {self.threshold}",
+                               "since": self._below_since(s, row["id"])})
+        return alerts
+
+    def _below_since(self, s: OrchestratorState, agent_id: str) -> Optional[str]:
+        since = None
+        for point in s.quality_points(agent_id):
+            score = point.get("score")
+            if score is not None and score < self.threshold:
+                since = since or point["timestamp"]
+            elif score is not None:
+                since = None
+        return s.iso(since)
+
+    # --- logs ---
+
+    def training_logs(self, limit: int, offset: int) -> Payload:
+        s = self.state()
+        events = self._newest_events(s, limit + offset + 1)
+        data = {"events": events[offset:offset + limit], "limit": limit, "offset": offset,
+                "has_more": len(events) > offset + limit}
+        return Payload(data, s.warnings)
+
+    def export_logs(self, days: int) -> Iterator[dict]:
+        s = self.state()
+        cutoff = datetime.combine(s.now.date() - timedelta(days=days - 1), datetime.min.time())
+        for path in reversed(s.log_files):
+            for event in data_loader.iter_log_events(path, since=cutoff):
+                if event["timestamp"] >= cutoff:
+                    yield self._event(s, event)
+
+    # --- storyboard ---
+
+    def storyboard_projects(self, limit: int, offset: int) -> Payload:
+        projects, total = database.list_projects(database.get_db(), limit, offset)
+        warnings = []
+        if offset + len(projects) < total:
+            warnings.append(f"storyboard projects: {offset + 1}-{offset + len(projects)} of {total} shown; "
+                            f"the next ones with offset={offset + len(projects)}")
+        return Payload(projects, warnings)
+
+    def storyboard_project(self, project_id: str) -> Payload:
+        project = database.get_project(database.get_db(), project_id)
+        if project is None:
+            raise ApiError(404, f"unknown project_id: {project_id}")
+        return Payload(project, [])
+
+    def create_storyboard_project(self, project: NewProject) -> Payload:
+        db = database.get_db()
+        project_id = database.create_project(db, project.name, project.description,
+                                             [scene.model_dump() for scene in project.scenes])
+        return Payload(database.get_project(db, project_id), [])
+
+    def source_status(self) -> str:
+        s = self.state()
+        if not s.root_exists:
+            return "error"
+        _ = s.config, s.result, s.metrics, s.reports
+        return "degraded" if s.warnings else "ok"
