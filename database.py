@@ -93,6 +93,10 @@ MIGRATIONS: list[str] = [
         checked_at TEXT NOT NULL
     )
     """,
+    # 4: the storyboard list is read a page at a time, newest first.
+    """
+    CREATE INDEX idx_projects_created ON storyboard_projects (created_at)
+    """,
 ]
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
