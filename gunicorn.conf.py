@@ -1,7 +1,6 @@
 """gunicorn settings for production (`gunicorn --config gunicorn.conf.py app:app`); values from .env/environment."""
 import os
 import shutil
-import signal
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = 30  # under gthread, a heartbeat check of the worker, not a limit per request
-graceful_timeout = 20  # SIGTERM: requests in flight get this long; open streams end at once (below)
+graceful_timeout = 20  # stopping: requests in flight get this long; open streams end at once (below)
 keepalive = 5
 # Recycle workers now and then so slow leaks cannot grow; jitter keeps them from restarting together.
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "100000"))
@@ -63,13 +62,18 @@ def child_exit(server, worker):
 
 
 def post_worker_init(worker):
-    """On SIGTERM, end this worker's open event streams at once instead of waiting out graceful_timeout."""
+    """End this worker's open event streams as soon as it stops, instead of waiting out graceful_timeout.
+
+    A worker stops on SIGTERM (shutdown, reload) and also after max_requests, which sends no signal; both
+    clear `worker.alive`, which a thread watches."""
+    import threading
+    import time
+
     import stream
 
-    stop_worker = worker.handle_exit
-
-    def handle_exit(sig, frame):
+    def watch():
+        while worker.alive:
+            time.sleep(stream.WAKE_SECONDS)
         stream.shutting_down.set()
-        stop_worker(sig, frame)
 
-    signal.signal(signal.SIGTERM, handle_exit)
+    threading.Thread(target=watch, name="stream-shutdown-watch", daemon=True).start()

@@ -124,6 +124,32 @@ def test_streams_past_the_cap_get_503_and_stop_ends_open_streams(orchestrator, t
     assert b"Traceback" not in stderr and b"WORKER TIMEOUT" not in stderr
 
 
+def test_a_worker_recycled_after_max_requests_ends_its_streams_and_exits_cleanly(orchestrator, tmp_path):
+    """Recycling after GUNICORN_MAX_REQUESTS sends no signal: the open stream must end all the same, or the
+    old worker waits out graceful_timeout (20 s) and is killed with a WORKER TIMEOUT."""
+    proc, port = start_server(tmp_path, orchestrator(), GUNICORN_MAX_REQUESTS="10")
+    stream = EventStream(port, timeout=60)
+    try:
+        frames = stream.frames()
+        assert next(frames)[0] == "retry"
+        first_worker = psutil.Process(proc.pid).children()[0].pid
+        began = time.monotonic()
+        for _ in range(15):  # past max_requests (10 + jitter 1) with the stream's own request
+            rest = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            rest.request("GET", "/api/status")
+            assert rest.getresponse().status == 200
+            rest.close()
+        for _ in frames:  # the stream ends when its worker retires
+            pass
+        assert time.monotonic() - began < 15, "the stream outlived its worker's retirement"
+        poll(lambda: [c.pid for c in psutil.Process(proc.pid).children()], lambda pids: first_worker not in pids, 15)
+    finally:
+        stream.close()
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=60)
+    assert b"WORKER TIMEOUT" not in stderr and b"Traceback" not in stderr
+
+
 @pytest.mark.parametrize("origin,allowed", [
     ("http://localhost:3000", True),
     ("http://localhost:5173", True),
