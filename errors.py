@@ -7,6 +7,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
+MAX_PATH_SHOWN = 200  # characters of a requested path quoted in a 404/405 message
 
 
 class ApiError(Exception):
@@ -46,9 +47,10 @@ def init_app(app: Flask) -> None:
     def handle_http_error(err: HTTPException):
         if not _wants_json():
             return err
+        path = request.path if len(request.path) <= MAX_PATH_SHOWN else request.path[:MAX_PATH_SHOWN] + "..."
         message = {
-            404: f"no such endpoint: {request.path}",
-            405: f"method {request.method} not allowed on {request.path}",
+            404: f"no such endpoint: {path}",
+            405: f"method {request.method} not allowed on {path}",
             413: f"request body too large (limit {app.config.get('MAX_CONTENT_LENGTH')} bytes)",
             415: "request body must be JSON (Content-Type: application/json)",
         }.get(err.code, err.description or err.name)

@@ -164,6 +164,8 @@ def test_unknown_route_and_wrong_method_are_json(client):
     assert missing.status_code == 404 and missing.get_json()["status"] == 404
     wrong = client.post("/api/agents/status")
     assert wrong.status_code == 405 and wrong.is_json and "GET" in wrong.headers["Allow"]
+    long = client.get("/api/" + "x" * 100_000)
+    assert long.status_code == 404 and len(long.get_json()["error"]) < 300  # the path is quoted, shortened
 
 
 def test_endpoints_lists_every_route(client):
