@@ -279,3 +279,18 @@ def test_produce_writes_the_orchestration_report(tmp_path):
     assert all(re.match(r"^(✅|❌) \w", v) for v in report["workflow_status"].values())
     assert set(report["system_summary"]) == {"total_agents", "live_apis", "production_ready", "deployment_ready"}
     assert report["system_summary"]["total_agents"] == 6 and isinstance(report["next_steps"], list)
+
+
+def test_backfill_ends_with_the_last_run_that_is_over_so_fresh_history_is_never_overdue():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("example_orchestrator", PROGRAM)
+    program = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(program)
+    day = date(2025, 3, 20)
+    for now, expected in ((datetime(2025, 3, 20, 2, 0), day - timedelta(days=1)),
+                          (datetime(2025, 3, 20, 3, 30), day - timedelta(days=1)),
+                          (datetime(2025, 3, 20, 4, 1), day),
+                          (datetime(2025, 3, 20, 23, 59), day)):
+        assert program.last_run_day("0 3 * * *", now) == expected, now
+    assert program.last_run_day("0 3 * * 1", datetime(2025, 3, 20, 12, 0)) == day - timedelta(days=1)  # not today

@@ -568,11 +568,18 @@ def cmd_train(args) -> int:
     return pipeline.run()
 
 
+def last_run_day(schedule: str, now: datetime) -> date:
+    """The last day whose scheduled run is over by `now` (an hour after it fired): today or yesterday."""
+    today = now.date()
+    fires = next_cron_time(schedule, datetime.combine(today, time()) - timedelta(minutes=1))
+    return today if fires.date() == today and now >= fires + timedelta(hours=1) else today - timedelta(days=1)
+
+
 def cmd_backfill(args) -> int:
     """`backfill`: replay the same pipeline once per day, on a simulated clock, in chronological order."""
-    end = date.fromisoformat(args.end) if args.end else date.today() - timedelta(days=1)
-    days = [end - timedelta(days=args.days - 1 - i) for i in range(args.days)]
     schedule = load_training_config(args.root).get("schedule") or DEFAULT_SCHEDULE
+    end = date.fromisoformat(args.end) if args.end else last_run_day(schedule, datetime.now())
+    days = [end - timedelta(days=args.days - 1 - i) for i in range(args.days)]
     plain = [i for i, day in enumerate(days[:-1]) if day.toordinal() % 14 in RUN_FAIL_DAYS]
     failing = min(plain, key=lambda i: (abs(i - len(days) // 2), i)) if plain else None  # one failed run
     clock = Clock(at=datetime.combine(days[0], time()))
@@ -600,7 +607,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--verbose", action="store_true", help="print per-source and per-agent detail")
     backfill = commands.add_parser("backfill", parents=[common], help="simulate past daily runs")
     backfill.add_argument("--days", type=int, default=14, help="number of days (default 14)")
-    backfill.add_argument("--end", help="last day, YYYY-MM-DD (default: yesterday)")
+    backfill.add_argument("--end", help="last day, YYYY-MM-DD (default: today once today's scheduled run "
+                                           "is an hour past, else yesterday)")
     backfill.add_argument("--verbose", action="store_true", help="print every run's progress")
     init = commands.add_parser("init", parents=[common], help="create a new orchestrator root")
     init.add_argument("--agents", required=True, help='e.g. "agent_10:Signal Scout,agent_11b:Cover Artist"')
