@@ -58,8 +58,10 @@ def json_body() -> dict:
         raise ApiError(415, "request body must be JSON (Content-Type: application/json)")
     try:
         body = json.loads(request_body())
-    except (ValueError, RecursionError):
-        body = None
+    except json.JSONDecodeError as err:
+        raise ApiError(400, f"request body is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    except (ValueError, RecursionError):  # undecodable bytes, nesting too deep
+        raise ApiError(400, "request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object")
     return body

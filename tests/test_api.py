@@ -248,6 +248,9 @@ def test_broken_bodies_get_json_errors(client):
     assert client.post("/api/storyboard/project/create", data="name=x").status_code == 415
     malformed = client.post("/api/storyboard/project/create", data="{", content_type="application/json")
     assert malformed.status_code == 400 and malformed.is_json
+    assert "not valid JSON" in malformed.get_json()["error"]
+    listed = client.post("/api/storyboard/project/create", json=["name"])
+    assert listed.status_code == 400 and "must be a JSON object" in listed.get_json()["error"]
     huge = client.post("/api/storyboard/project/create", data="x" * (2 * 1024 * 1024),
                        content_type="application/json")
     assert huge.status_code == 413 and huge.get_json()["status"] == 413
