@@ -150,6 +150,18 @@ function touched() {
   setContent($('#last-refresh'), 'Updated ', timeNode(new Date().toISOString(), { seconds: true }));
 }
 
+/** A loader for one panel: GET `path`, then render(data, warnings), or the error in the panel's notes. */
+function loader(path, render, panel) {
+  return async () => {
+    try {
+      const { data, warnings } = await api(path);
+      render(data, warnings);
+    } catch (err) {
+      notes(panel, { error: err });
+    }
+  };
+}
+
 // ---------- quick stats ----------
 
 function setStat(name, children, kind = null) {
@@ -184,14 +196,7 @@ function refreshQuickStatsSoon() {
   }
 }
 
-async function loadQuickStats() {
-  try {
-    const { data, warnings } = await api('/api/dashboard/quick-stats');
-    renderQuickStats(data, warnings);
-  } catch (err) {
-    notes('quick-stats', { error: err });
-  }
-}
+const loadQuickStats = loader('/api/dashboard/quick-stats', renderQuickStats, 'quick-stats');
 
 // ---------- agents ----------
 
@@ -223,14 +228,7 @@ function renderAgents(agents, warnings) {
   if (state.training) renderTraining(state.training);
 }
 
-async function loadAgents() {
-  try {
-    const { data, warnings } = await api('/api/agents/status');
-    renderAgents(data, warnings);
-  } catch (err) {
-    notes('agents-table', { error: err });
-  }
-}
+const loadAgents = loader('/api/agents/status', renderAgents, 'agents-table');
 
 // ---------- charts ----------
 
@@ -407,14 +405,7 @@ function renderTraining(status, warnings = status?.warnings) {
   }
 }
 
-async function loadTraining() {
-  try {
-    const { data, warnings } = await api('/api/training/status');
-    renderTraining(data, warnings);
-  } catch (err) {
-    notes('training-status', { error: err });
-  }
-}
+const loadTraining = loader('/api/training/status', renderTraining, 'training-status');
 
 function message(text, kind = 'info') {
   const node = $('#training-message');
@@ -478,14 +469,7 @@ function renderHealth(health, warnings = health?.warnings) {
   notes('health-gauges', { warnings });
 }
 
-async function loadHealth() {
-  try {
-    const { data, warnings } = await api('/api/system/health');
-    renderHealth(data, warnings);
-  } catch (err) {
-    notes('health-gauges', { error: err });
-  }
-}
+const loadHealth = loader('/api/system/health', renderHealth, 'health-gauges');
 
 function renderHealthHistory(history) {
   const samples = Array.isArray(history?.samples) ? history.samples : [];
@@ -551,14 +535,7 @@ function renderAlerts(alerts, warnings = []) {
   state.alertSignature = signature;
 }
 
-async function loadAlerts() {
-  try {
-    const { data, warnings } = await api('/api/system/alerts');
-    renderAlerts(data, warnings);
-  } catch (err) {
-    notes('alerts-list', { error: err });
-  }
-}
+const loadAlerts = loader('/api/system/alerts', renderAlerts, 'alerts-list');
 
 // ---------- logs ----------
 
