@@ -1,6 +1,7 @@
 """Fixtures: orchestrator folders written by the example orchestrator, the app, a client."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,11 @@ from app import create_app  # noqa: E402
 ORCHESTRATOR = PROJECT / "examples" / "orchestrator" / "orchestrator.py"
 EXAMPLE_AGENTS = ["agent_1", "agent_2", "agent_3", "agent_5a", "agent_7", "agent_8"]
 OTHER_AGENTS = "agent_10:Signal Scout,agent_11b:Cover Artist,agent_12:Universal Harvester"
+# The example orchestrator draws its numbers from this seed instead of the date, so every fixture has
+# the same content on any day (README "Tests": TEST_SEED=N runs the suite on other data). Set in the
+# environment too, so runs started by a test's server (`train`) draw from it as well.
+SEED = int(os.environ.get("TEST_SEED") or 1)
+os.environ["ORCHESTRATOR_SEED"] = str(SEED)
 
 
 def poll(fetch, condition, deadline_seconds: float = 30.0, interval: float = 0.05) -> list:
@@ -55,7 +61,7 @@ def _built(tmp_path_factory):
             else:
                 run_orchestrator("init", "--root", str(root), "--agents", agents)
             if days:
-                run_orchestrator("backfill", "--root", str(root), "--days", str(days))
+                run_orchestrator("backfill", "--root", str(root), "--days", str(days), "--seed", str(SEED))
             cache[key] = root
         return cache[key]
 

@@ -4,9 +4,10 @@
 A simulated daily 6-phase "holistic training" over the agents enabled in training/config.json,
 leaving logs/holistic_training.log, logs/daily_report_YYYY-MM-DD.txt, logs/training_metrics.json
 and holistic_training_result.json behind (orchestration_report.json for a production run). The
-numbers are simulated but deterministic: the same day and history always give the same output.
-Commands: train [--verbose] | backfill --days N [--end YYYY-MM-DD] | init --agents "agent_10:Name,..."
-| produce <genre> <mood>, all with --root DIR (default: this folder). ORCHESTRATOR_TIME_SCALE
+numbers are simulated but deterministic: the same day and history always give the same output, or,
+with --seed N, the same seed and position relative to the last day, whatever the calendar says.
+Commands: train [--verbose] [--seed N] | backfill --days N [--end YYYY-MM-DD] [--seed N]
+| init --agents "agent_10:Name,..." | produce <genre> <mood>, all with --root DIR (default: this folder). ORCHESTRATOR_TIME_SCALE
 (default 1.0) multiplies every sleep of `train`; ORCHESTRATOR_FAIL=1 makes it fail in phase 2.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ REPORT_RE = re.compile(r"^daily_report_(\d{4}-\d{2}-\d{2})\.txt$")
 BOX_INNER = 77  # 79 columns with the two borders
 TRAJECTORY = {"UP": "UP ↑", "DOWN": "DOWN ↓", "STABLE": "STABLE →"}
 SOURCES = ["spotify_charts", "youtube_trends", "tiktok_sounds", "billboard_hot100", "user_feedback"]
-# Scripted events by day (date.toordinal() % 14): any 14 consecutive days contain each one once.
+# Scripted events by day number (Stream.number % 14): any 14 consecutive days contain each one once.
 FAIL_DAY, DIP_DAY, NO_DATA_DAY, STEADY_DAY = 2, 5, 8, 10
 RUN_FAIL_DAYS = {0, 1, 3, 4, 6, 7, 11, 12, 13}  # backfill may put its failed run on these
 BUNDLED_AGENTS = [("agent_1", "Trend Detective", "critical"), ("agent_2", "Lyric Composer", "high"),
@@ -156,19 +157,41 @@ def baseline_score(agent_id: str) -> float:
     return round(random.Random(f"baseline:{agent_id}").uniform(6.0, 7.8), 1)
 
 
-def day_plan(day: date, agent_ids: list[str]) -> dict:
-    """The scripted events of `day`: a failing agent, an agent without data, a dip or steady day."""
-    n, cycle, slot = len(agent_ids), day.toordinal() // 14, day.toordinal() % 14
+class Stream:
+    """Where a day's simulated numbers come from: the calendar (a date's ordinal) or a seed.
+
+    Unseeded, day `d` draws from `d` itself, so `make run` shows the same history on the same date.
+    Seeded, day `d` draws from (seed, days before `end`), so a backfill has the same content on any
+    date, shifted only in time; another seed gives other numbers and scripted days.
+    """
+
+    def __init__(self, seed: int | None = None, end: date | None = None):
+        self.seed, self.end = seed, end
+
+    def number(self, day: date) -> int:
+        """The day's number: its ordinal, or a seeded count that only depends on the distance to `end`."""
+        if self.seed is None:
+            return day.toordinal()
+        return 14 * 10_000 + self.seed * 5 + ((day - (self.end or day)).days)
+
+    def key(self, day: date) -> str:
+        """The text every random generator of `day` is seeded with."""
+        return day.isoformat() if self.seed is None else f"seed{self.seed}:{self.number(day)}"
+
+
+def day_plan(number: int, agent_ids: list[str]) -> dict:
+    """The scripted events of day `number`: a failing agent, an agent without data, a dip or steady day."""
+    n, cycle, slot = len(agent_ids), number // 14, number % 14
     pick = (lambda k: agent_ids[(cycle + k) % n]) if n else (lambda k: None)
     return {"fail": pick(0) if slot == FAIL_DAY and n > 1 else None,
             "no_data": pick(2) if slot == NO_DATA_DAY and n > 1 else None,
             "mode": {DIP_DAY: "dip", STEADY_DAY: "steady"}.get(slot, "normal"),
-            "dip_agent": pick(1), "one_decimal": agent_ids[day.toordinal() % n] if n else None}
+            "dip_agent": pick(1), "one_decimal": agent_ids[number % n] if n else None}
 
 
-def simulate_agent(day: date, agent_id: str, previous: float, plan: dict) -> tuple[int, float]:
-    """(processing ms, new score 0..10) of one agent's training on `day`, seeded by day and agent."""
-    rng = random.Random(f"{day.isoformat()}:{agent_id}")
+def simulate_agent(day_key: str, agent_id: str, previous: float, plan: dict) -> tuple[int, float]:
+    """(processing ms, new score 0..10) of one agent's training on the day of `day_key` (Stream.key)."""
+    rng = random.Random(f"{day_key}:{agent_id}")
     time_ms = rng.randrange(51, 300) * 10  # 0.51-2.99 s, two decimals at most
     if agent_id == plan["one_decimal"]:
         time_ms = round(time_ms, -2)
@@ -226,9 +249,10 @@ class HolisticTraining:
     """One holistic training run over the enabled agents, driven by a real or a simulated clock."""
 
     def __init__(self, root: Path, clock, logger: logging.Logger, *, verbose: bool = False,
-                 quiet: bool = False, fail: bool = False):
+                 quiet: bool = False, fail: bool = False, stream: Stream | None = None):
         self.root, self.clock, self.log = root, clock, logger
         self.verbose, self.quiet, self.fail = verbose, quiet, fail
+        self.stream = stream or Stream()
         self.config: dict = {}
         self.agents: list[tuple[str, str]] = []
         self.outcomes: dict[str, dict] = {}
@@ -243,6 +267,7 @@ class HolisticTraining:
         """Run the six phases and write the report, metrics and result; return the exit code."""
         self.started = self.clock.monotonic()
         self.day = self.clock.now().date()
+        self.key, self.number = self.stream.key(self.day), self.stream.number(self.day)
         phases = [("harvesting", "Data Harvesting", self.harvest), ("validation", "Data Validation", self.validate),
                   ("training", "Agent Training", self.train_agents), ("production", "Production Run", self.produce),
                   ("monitoring", "Monitoring & Logging", self.monitor),
@@ -286,7 +311,7 @@ class HolisticTraining:
     # ----- phases: each returns (extra fields for the result, detail for the COMPLETE line)
     def harvest(self):
         """Phase 1: 'harvest' records from a few sources."""
-        rng, total = random.Random(f"{self.day}:harvest"), 0
+        rng, total = random.Random(f"{self.key}:harvest"), 0
         for source in SOURCES:
             self.clock.sleep(rng.uniform(1.4, 2.0))
             count = rng.randint(60, 100)
@@ -298,7 +323,7 @@ class HolisticTraining:
 
     def validate(self):
         """Phase 2: check the harvested records against the quality threshold (ORCHESTRATOR_FAIL breaks it)."""
-        rng = random.Random(f"{self.day}:validate")
+        rng = random.Random(f"{self.key}:validate")
         threshold = (self.config.get("harvester") or {}).get("data_quality_threshold", 6.5)
         batch = [json.dumps({"record": i, "quality": round(rng.uniform(5.5, 10), 1)}) for i in range(self.records)]
         if self.fail:
@@ -310,7 +335,7 @@ class HolisticTraining:
 
     def train_agents(self):
         """Phase 3: train every enabled agent in config order; failures and missing data do not stop the run."""
-        plan = day_plan(self.day, [a for a, _ in self.agents])
+        plan = day_plan(self.number, [a for a, _ in self.agents])
         self.metrics = read_json(self.root / "logs" / "training_metrics.json") or {}
         timeout = self.config.get("timeout_per_agent_seconds", 300)
         for agent_id, name in self.agents:
@@ -322,7 +347,7 @@ class HolisticTraining:
             self.log.info(f"Training {agent_id} ({name}) - START")
             points = self.metrics.get(f"{agent_id}_quality") or []
             previous = _last_score(points, baseline_score(agent_id))
-            time_ms, score = simulate_agent(self.day, agent_id, previous, plan)
+            time_ms, score = simulate_agent(self.key, agent_id, previous, plan)
             self.clock.sleep(time_ms / 1000)
             stamp = self.clock.now().isoformat(timespec="microseconds")
             if agent_id == plan["fail"]:
@@ -350,7 +375,7 @@ class HolisticTraining:
 
     def monitor(self):
         """Phase 5: system quality, its change and the trajectory, from this run and the metrics history."""
-        self.clock.sleep(random.Random(f"{self.day}:monitor").uniform(2.0, 3.0))
+        self.clock.sleep(random.Random(f"{self.key}:monitor").uniform(2.0, 3.0))
         scored = [o for o in self.outcomes.values() if o["status"] == "success"]
         if not scored:
             raise RuntimeError("no agent produced a score")
@@ -564,7 +589,8 @@ def cmd_train(args) -> int:
     except ValueError:
         raise SystemExit(f"ORCHESTRATOR_TIME_SCALE must be a number, not {raw!r}") from None
     pipeline = HolisticTraining(args.root, clock, make_logger(args.root, clock), verbose=args.verbose,
-                                fail=os.environ.get("ORCHESTRATOR_FAIL", "") == "1")
+                                fail=os.environ.get("ORCHESTRATOR_FAIL", "") == "1",
+                                stream=Stream(args.seed, clock.now().date()))
     return pipeline.run()
 
 
@@ -580,20 +606,29 @@ def cmd_backfill(args) -> int:
     schedule = load_training_config(args.root).get("schedule") or DEFAULT_SCHEDULE
     end = date.fromisoformat(args.end) if args.end else last_run_day(schedule, datetime.now())
     days = [end - timedelta(days=args.days - 1 - i) for i in range(args.days)]
-    plain = [i for i, day in enumerate(days[:-1]) if day.toordinal() % 14 in RUN_FAIL_DAYS]
+    stream = Stream(args.seed, end)
+    plain = [i for i, day in enumerate(days[:-1]) if stream.number(day) % 14 in RUN_FAIL_DAYS]
     failing = min(plain, key=lambda i: (abs(i - len(days) // 2), i)) if plain else None  # one failed run
     clock = Clock(at=datetime.combine(days[0], time()))
     logger = make_logger(args.root, clock)
     for index, day in enumerate(days):
         fires = next_cron_time(schedule, datetime.combine(day, time()) - timedelta(minutes=1))
-        startup = random.Random(f"{day}:startup").uniform(0.8, 2.2)  # cron fires, python starts
+        startup = random.Random(f"{stream.key(day)}:startup").uniform(0.8, 2.2)  # cron fires, python starts
         clock.at = datetime.combine(day, fires.time()) + timedelta(seconds=startup)
         code = HolisticTraining(args.root, clock, logger, verbose=args.verbose, quiet=not args.verbose,
-                                fail=index == failing).run()
+                                fail=index == failing, stream=stream).run()
         print(f"{day}: {'success' if code == 0 else 'failed'}", flush=True)
         if code not in (0, 1):
             return code
     return 0
+
+
+def _env_seed() -> int | None:
+    raw = os.environ.get("ORCHESTRATOR_SEED", "").strip()
+    try:
+        return int(raw) if raw else None
+    except ValueError:
+        raise SystemExit(f"ORCHESTRATOR_SEED must be a whole number, not {raw!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -605,11 +640,16 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", parents=[common], help="one holistic training run, in real time")
     train.add_argument("--verbose", action="store_true", help="print per-source and per-agent detail")
+    train.add_argument("--seed", type=int, default=_env_seed(),
+                       help="draw the run's numbers from this seed, not today's date (default: $ORCHESTRATOR_SEED)")
     backfill = commands.add_parser("backfill", parents=[common], help="simulate past daily runs")
     backfill.add_argument("--days", type=int, default=14, help="number of days (default 14)")
     backfill.add_argument("--end", help="last day, YYYY-MM-DD (default: today once today's scheduled run "
                                            "is an hour past, else yesterday)")
     backfill.add_argument("--verbose", action="store_true", help="print every run's progress")
+    backfill.add_argument("--seed", type=int, default=_env_seed(),
+                          help="draw each day's numbers from this seed and the day's distance to --end, not "
+                               "from the date: the same history on any date (default: $ORCHESTRATOR_SEED)")
     init = commands.add_parser("init", parents=[common], help="create a new orchestrator root")
     init.add_argument("--agents", required=True, help='e.g. "agent_10:Signal Scout,agent_11b:Cover Artist"')
     produce = commands.add_parser("produce", parents=[common], help="a quick production run")
