@@ -193,12 +193,19 @@ def test_log_export_in_each_format(client, fmt):
     assert any("PIPELINE STARTED" in e["message"] for e in events)
 
 
-def test_recent_logs_are_newest_first_and_filter_by_level(client):
+def test_recent_logs_are_newest_first_and_filter_by_level(app, client):
+    log = app.config["ORCHESTRATOR_PATH"] / "logs" / "holistic_training.log"
+    stamp = log.read_text(encoding="utf-8").rstrip("\n").rsplit("\n", 1)[-1].split(" - ", 1)[0]
+    with log.open("a", encoding="utf-8") as handle:  # an error after the last run, whatever it held
+        handle.write(f"{stamp} - HolisticTrainer - ERROR - agent_2 training failed: disk quota exceeded\n")
     events = client.get("/api/system/logs/recent?limit=30").get_json()
     assert len(events) == 30
     assert [e["timestamp"] for e in events] == sorted((e["timestamp"] for e in events), reverse=True)
     errors = client.get("/api/system/logs/recent?level=error&limit=100").get_json()
-    assert errors and all(e["level"] == "ERROR" for e in errors)
+    assert errors[0]["message"] == "agent_2 training failed: disk quota exceeded"
+    assert all(e["level"] == "ERROR" for e in errors)
+    warnings = client.get("/api/system/logs/recent?level=warning&limit=100").get_json()
+    assert all(e["level"] == "WARNING" for e in warnings)
 
 
 def test_storyboard_project_round_trip(client):
