@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from datetime import date, datetime, timedelta
-from typing import Iterator, Optional
+from datetime import date, datetime, timedelta, timezone
+from typing import Callable, Iterator, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cron_descriptor import get_description
@@ -23,7 +23,7 @@ from analytics import daily_last, moving_average, natural_key, rank_desc, trend_
 from contract import NewProject, Payload
 from data_providers import DataProvider
 from errors import ApiError
-from orchestrator_state import SYSTEM_KEY, OrchestratorState
+from orchestrator_state import SYSTEM_KEY, OrchestratorState, local_instant
 
 
 PHASE_KEYS = ("harvesting", "validation", "agent_training", "production", "monitoring")
@@ -42,11 +42,28 @@ INGEST_CHECK_SECONDS = 2.0
 def orchestrator_zone(name: str):
     """The orchestrator's time zone: a tz database name, or this server's local zone when empty."""
     if not name:
-        return datetime.now().astimezone().tzinfo
+        return server_zone()
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"ORCHESTRATOR_TIMEZONE {name!r} is not a known time zone") from None
+
+
+def server_zone():
+    """This server's zone with its DST rules (TZ, else /etc/localtime), else its current UTC offset."""
+    key = os.environ.get("TZ", "").removeprefix(":")
+    try:
+        if key:
+            return ZoneInfo(key)
+        with open("/etc/localtime", "rb") as handle:
+            return ZoneInfo.from_file(handle, key="localtime")
+    except (OSError, ValueError, ZoneInfoNotFoundError):
+        return datetime.now().astimezone().tzinfo  # a fixed offset: right only until the next DST switch
+
+
+def wall_clock() -> datetime:
+    """Now, as an aware UTC datetime (the provider's default clock)."""
+    return datetime.now(timezone.utc)
 
 
 class LocalDataProvider(DataProvider):
@@ -62,10 +79,12 @@ class LocalDataProvider(DataProvider):
         self.disk_path = config.get("HEALTH_DISK_PATH", "/")
         self.training = training_control.TrainingController(config)
         self._ingest_checked = float("-inf")  # when this process last compared the files with the database
+        # What "now" is for every calendar decision of a request (tests set a fixed instant).
+        self.clock: Callable[[], datetime] = wall_clock
 
     def state(self) -> OrchestratorState:
         """A fresh view of the orchestrator folder (one per request)."""
-        state = OrchestratorState(self.root, self.tz, run_ended=self._log_run_ended)
+        state = OrchestratorState(self.root, self.tz, now=self.clock(), run_ended=self._log_run_ended)
         if not state.root_exists:
             state.warnings.append(f"orchestrator folder not found: {os.fspath(self.root)} (set ORCHESTRATOR_PATH)")
         return state
@@ -196,7 +215,7 @@ class LocalDataProvider(DataProvider):
     def quick_stats(self) -> Payload:
         s = self.state()
         rows = self._agent_rows(s)
-        cutoff = s.iso(s.now - timedelta(hours=24))
+        cutoff = s.iso(s.now_utc - timedelta(hours=24))  # real hours, also on a 23- or 25-hour day
         errors = sum(1 for e in self._merged_events(s, 1000, ("ERROR", "CRITICAL")) if e["timestamp"] >= cutoff)
         data = {
             "agents_online": sum(1 for r in rows if r["status"] in ("online", "training")),
@@ -439,7 +458,7 @@ class LocalDataProvider(DataProvider):
         return Payload(health.current(self.disk_path), [])
 
     def health_history(self, hours: int) -> Payload:
-        samples = sampler.history(database.get_db(), hours)
+        samples = sampler.history(database.get_db(), hours, now=self.clock())
         warnings = [] if samples else ["no health samples stored yet (HEALTH_SAMPLE_SECONDS=0 turns the sampler off)"]
         return Payload({"hours": hours, "sample_seconds": current_app.config["HEALTH_SAMPLE_SECONDS"] or None,
                         "samples": samples}, warnings)
@@ -490,7 +509,8 @@ class LocalDataProvider(DataProvider):
     def _active_alerts(self, s: OrchestratorState, sample: dict) -> list[dict]:
         """Current alerts, with the time each began; raised and cleared ones recorded as events."""
         # CPU is judged on the last minutes' stored samples (when the sampler runs), not one spike.
-        cpu = self._from_db(s, lambda db: sampler.recent_average(db, "cpu_percent", CPU_ALERT_WINDOW_SECONDS))
+        cpu = self._from_db(s, lambda db: sampler.recent_average(db, "cpu_percent", CPU_ALERT_WINDOW_SECONDS,
+                                                                 now=s.now_utc))
         if cpu is not None:
             sample = {**sample, "cpu_percent": cpu}
         current = self._alerts(s) + self._host_alerts(sample)
@@ -524,10 +544,12 @@ class LocalDataProvider(DataProvider):
                            "since": s.iso(result.get("timestamp"))})
         last = result.get("timestamp")
         interval = s.schedule_interval(last) if last and s.config.get("enabled") is not False else None
-        if interval is not None and s.now - last > interval * 1.5 and not s.progress["running"]:
+        # 1.5 intervals of wall time after the last run, as a real instant (DST: local_instant).
+        deadline = local_instant(last + interval * 1.5, s.tz) if interval is not None else None
+        if deadline is not None and s.now_utc > deadline and not s.progress["running"]:
             alerts.append({"id": "training.overdue", "severity": "warning", "source": "training",
                            "message": f"no training run since {s.iso(last)} (schedule {s.schedule})",
-                           "since": s.iso(last + interval * 1.5)})
+                           "since": s.iso(deadline)})
         for row in self._agent_rows(s):
             if row["status"] == "error":
                 alerts.append({"id": f"agent.{row['id']}.failed", "severity": "warning", "source": row["id"],

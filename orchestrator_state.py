@@ -6,12 +6,12 @@ problem met is added to `warnings`, so a response can say what it could not read
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, Optional
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 import data_loader as dl
 from analytics import natural_key
@@ -25,6 +25,22 @@ DEFAULT_RUN_TIMEOUT = 1800.0
 REPORT_WINDOW = 60
 
 
+def local_instant(naive: datetime, tz: tzinfo) -> datetime:
+    """The real (UTC) instant of a naive wall time in `tz`, as cron reads it: the first of the two
+    when the clocks go back; the end of the gap when the clocks skip it."""
+    first = naive.replace(tzinfo=tz, fold=0).astimezone(timezone.utc)
+    if first.astimezone(tz).replace(tzinfo=None) == naive.replace(fold=0):
+        return first
+    # Skipped: fold=1 reads it with the offset after the switch (an instant before the switch), fold=0
+    # with the one before (an instant after it); bisect for the switch, to the second.
+    lo, hi = int(naive.replace(tzinfo=tz, fold=1).timestamp()), int(first.timestamp())
+    after = first.astimezone(tz).utcoffset()
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if datetime.fromtimestamp(mid, tz).utcoffset() == after else (mid, hi)
+    return datetime.fromtimestamp(hi, timezone.utc)
+
+
 class OrchestratorState:
     """A read-only view of one orchestrator folder, in the orchestrator's time zone."""
 
@@ -35,7 +51,8 @@ class OrchestratorState:
         # Given the UTC start of a run the log shows unfinished: why it has in fact ended (its
         # supervisor saw it end, e.g. killed without a final line), or None. Set by the provider.
         self.run_ended = run_ended
-        self.now = (now or datetime.now(tz)).astimezone(tz).replace(tzinfo=None)
+        self.now_utc = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+        self.now = self.now_utc.astimezone(tz).replace(tzinfo=None)  # naive local, like the files' times
         self.warnings: list[str] = []
 
     # --- reading ---
@@ -213,13 +230,26 @@ class OrchestratorState:
         if expression and not croniter.is_valid(expression):
             self.warnings.append(f"training/config.json: schedule {expression!r} is not a valid cron expression")
             return None
+        try:
+            if expression:
+                croniter(expression, self.now.replace(fold=0)).get_next(datetime)
+        except CroniterBadDateError:  # valid fields, but no such date (30 February)
+            self.warnings.append(f"training/config.json: schedule {expression!r} never fires (no such date)")
+            return None
         return expression
 
     def next_run(self) -> Optional[datetime]:
-        """The next scheduled start after now (naive, orchestrator-local), or None when unscheduled."""
+        """The next scheduled start after now (aware UTC), or None when unscheduled.
+
+        A wall time the clocks skip fires when the gap ends; one they pass twice, the first time only.
+        """
         if not self.schedule or self.config.get("enabled") is False:
             return None
-        return croniter(self.schedule, self.now).get_next(datetime)
+        starts = croniter(self.schedule, self.now.replace(fold=0))
+        while True:  # past the now only in the hour the clocks repeat
+            start = local_instant(starts.get_next(datetime), self.tz)
+            if start > self.now_utc:
+                return start
 
     def schedule_interval(self, after: datetime) -> Optional[timedelta]:
         """The gap between the two scheduled starts that follow `after`."""

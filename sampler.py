@@ -37,18 +37,21 @@ def latest_sample(conn: sqlite3.Connection) -> Optional[dict]:
     return dict(row) if row else None
 
 
-def recent_average(conn: sqlite3.Connection, column: str, seconds: int) -> Optional[float]:
-    """The mean of `column` over the samples of the last `seconds`, or None without samples."""
+def recent_average(conn: sqlite3.Connection, column: str, seconds: int,
+                   now: Optional[datetime] = None) -> Optional[float]:
+    """The mean of `column` over the samples of the `seconds` before `now` (default: the wall clock), or None."""
     if column not in SAMPLE_COLUMNS:
         raise ValueError(f"unknown health column {column!r}")
-    since = (datetime.now(timezone.utc) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    since = ((now or datetime.now(timezone.utc)) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
     row = conn.execute(f"SELECT AVG({column}) FROM system_health WHERE timestamp >= ?", (since,)).fetchone()
     return None if row[0] is None else round(row[0], 1)
 
 
-def history(conn: sqlite3.Connection, hours: int, max_points: int = 720) -> list[dict]:
-    """Readings of the last `hours`, oldest first, averaged into at most `max_points` equal buckets."""
-    since = datetime.now(timezone.utc) - timedelta(hours=hours)
+def history(conn: sqlite3.Connection, hours: int, max_points: int = 720,
+            now: Optional[datetime] = None) -> list[dict]:
+    """Readings of the `hours` before `now` (default: the wall clock), oldest first, averaged into at
+    most `max_points` equal buckets."""
+    since = (now or datetime.now(timezone.utc)) - timedelta(hours=hours)
     bucket = max(1, (hours * 3600) // max_points)
     rows = conn.execute(
         "SELECT MAX(timestamp) AS timestamp, ROUND(AVG(cpu_percent), 1) AS cpu_percent,"
@@ -60,9 +63,9 @@ def history(conn: sqlite3.Connection, hours: int, max_points: int = 720) -> list
     return [dict(r) for r in rows]
 
 
-def prune(conn: sqlite3.Connection, retention_days: int) -> int:
-    """Delete readings older than `retention_days`; return how many went."""
-    cutoff = (datetime.now(timezone.utc) - timedelta(days=retention_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+def prune(conn: sqlite3.Connection, retention_days: int, now: Optional[datetime] = None) -> int:
+    """Delete readings older than `retention_days` before `now` (default: the wall clock); return how many went."""
+    cutoff = ((now or datetime.now(timezone.utc)) - timedelta(days=retention_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
     with database.transaction(conn):
         return conn.execute("DELETE FROM system_health WHERE timestamp < ?", (cutoff,)).rowcount
 

@@ -95,14 +95,18 @@ def next_cron_time(expr: str, after: datetime) -> datetime:
         raise ValueError(f"cron expression must have 5 fields: {expr!r}")
     minutes, hours, doms, months, dows = (_cron_field(f, low, high) for f, (low, high) in
                                           zip(fields, [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]))
-    dows, moment = {d % 7 for d in dows}, after.replace(second=0, microsecond=0)  # 0 and 7: Sunday
-    for _ in range(366 * 24 * 60):
-        moment += timedelta(minutes=1)
-        dom_ok, dow_ok = moment.day in doms, (moment.weekday() + 1) % 7 in dows
+    dows = {d % 7 for d in dows}  # 0 and 7: Sunday
+    times = sorted(time(h, m) for h in hours for m in minutes)
+    start = after.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    for offset in range(8 * 366 + 1):  # 29 February can be eight years away (2096 -> 2104)
+        day = start.date() + timedelta(days=offset)
+        dom_ok, dow_ok = day.day in doms, (day.weekday() + 1) % 7 in dows
         day_ok = (dom_ok and dow_ok) if "*" in (fields[2][0], fields[4][0]) else (dom_ok or dow_ok)
-        if moment.minute in minutes and moment.hour in hours and moment.month in months and day_ok:
-            return moment
-    raise ValueError(f"cron expression never fires within a year: {expr!r}")
+        if day.month in months and day_ok:
+            for moment in (datetime.combine(day, t) for t in times):
+                if moment >= start:
+                    return moment
+    raise ValueError(f"cron expression never fires: {expr!r}")
 
 
 # --------------------------------------------------------------------------- config and agents
@@ -595,10 +599,19 @@ def cmd_train(args) -> int:
 
 
 def last_run_day(schedule: str, now: datetime) -> date:
-    """The last day whose scheduled run is over by `now` (an hour after it fired): today or yesterday."""
-    today = now.date()
-    fires = next_cron_time(schedule, datetime.combine(today, time()) - timedelta(minutes=1))
-    return today if fires.date() == today and now >= fires + timedelta(hours=1) else today - timedelta(days=1)
+    """The last day whose scheduled run is over by `now` (an hour after it fired): today, yesterday, or
+    the day before when yesterday's run fired less than an hour ago (a run late in the evening)."""
+    def fires_on(day: date) -> datetime | None:
+        fires = next_cron_time(schedule, datetime.combine(day, time()) - timedelta(minutes=1))
+        return fires if fires.date() == day else None
+
+    today, yesterday, hour = now.date(), now.date() - timedelta(days=1), timedelta(hours=1)
+    fired_today, fired_yesterday = fires_on(today), fires_on(yesterday)
+    if fired_today is not None and now >= fired_today + hour:
+        return today
+    if fired_yesterday is not None and now < fired_yesterday + hour:
+        return yesterday - timedelta(days=1)
+    return yesterday
 
 
 def cmd_backfill(args) -> int:
