@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -18,8 +19,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -29,11 +28,10 @@ from conftest import PROJECT, poll
 
 import database
 from sampler import Sampler
-from servers import Gunicorn, free_port
+from servers import Gunicorn
 
 WORKER = Path(__file__).with_name("fixtures") / "db_worker.py"
 SCHEMA_V1 = Path(__file__).with_name("fixtures") / "schema_v1.sql"
-GUNICORN = Path(sys.executable).with_name("gunicorn")
 CREATE = "/api/storyboard/project/create"
 PROJECT_BODY = {"name": "x", "scenes": [{"title": "a", "description": "b", "duration_sec": 5}]}
 MiB = 1024 * 1024
@@ -143,7 +141,7 @@ def percentile(values: list[float], pct: float) -> float:
 
 # --- T01 pragmas ---
 
-T01_ROUNDS = 30
+PRAGMA_ROUNDS = 30
 
 
 def assert_project_pragmas(pragmas: dict) -> None:
@@ -153,13 +151,14 @@ def assert_project_pragmas(pragmas: dict) -> None:
     assert pragmas["foreign_keys"] == 1
 
 
-def test_t01_every_process_gets_the_pragmas(tmp_path):
+# plan T01
+def test_every_process_gets_the_pragmas(tmp_path):
     # Each round: four processes open the same new file at the same instant, so they race to switch it
     # to WAL (an exclusive lock SQLite does not wait for); without a retry ~1 round in 5 says "locked".
-    results = run_together([spawn("pragmas", tmp_path, T01_ROUNDS, tmp_path=tmp_path) for _ in range(4)])
+    results = run_together([spawn("pragmas", tmp_path, PRAGMA_ROUNDS, tmp_path=tmp_path) for _ in range(4)])
     assert [e for r in results for e in r["errors"]] == []
     for result in results:
-        assert len(result["pragmas"]) == T01_ROUNDS
+        assert len(result["pragmas"]) == PRAGMA_ROUNDS
         for pragmas in result["pragmas"]:
             assert_project_pragmas(pragmas)
         assert_project_pragmas(result["request"])  # each worker's request connection
@@ -167,7 +166,7 @@ def test_t01_every_process_gets_the_pragmas(tmp_path):
     assert sampler, "no process sampled"
     for pragmas in sampler:  # the leader's sampler connection
         assert_project_pragmas(pragmas)
-    for n in range(T01_ROUNDS):
+    for n in range(PRAGMA_ROUNDS):
         plain = sqlite3.connect(tmp_path / f"fresh-{n}.db")  # WAL is a property of the file: a plain
         try:                                                   # connection sees it too
             assert plain.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -181,7 +180,8 @@ def test_t01_every_process_gets_the_pragmas(tmp_path):
 WRITE_SECONDS = float(os.environ.get("RELIABILITY_WRITE_SECONDS", "20"))
 
 
-def test_t02_four_writers_lose_nothing_and_never_see_locked(tmp_path):
+# plan T02
+def test_four_writers_lose_nothing_and_never_see_locked(tmp_path):
     db = migrated_db(tmp_path)
     wal = Path(f"{db}-wal")
     writers = [spawn("writer", db, i, WRITE_SECONDS, tmp_path=tmp_path) for i in range(1, 5)]
@@ -218,7 +218,8 @@ def test_t02_four_writers_lose_nothing_and_never_see_locked(tmp_path):
 
 # --- T03 read then write ---
 
-def test_t03_read_then_write_inside_transaction_never_busy(tmp_path):
+# plan T03
+def test_read_then_write_inside_a_transaction_is_never_busy(tmp_path):
     db = migrated_db(tmp_path)
     count = 300
     results = run_together([spawn("read-then-write", db, i, count, tmp_path=tmp_path) for i in (1, 2)])
@@ -230,7 +231,8 @@ def test_t03_read_then_write_inside_transaction_never_busy(tmp_path):
     assert values == list(range(1, 2 * count + 1))
 
 
-def test_t03_deferred_read_then_write_is_the_trap(tmp_path):
+# plan T03
+def test_deferred_read_then_write_is_the_trap(tmp_path):
     """Why transaction() says BEGIN IMMEDIATE: a deferred one that read first cannot write once another
     process committed, and busy_timeout does not help (SQLITE_BUSY_SNAPSHOT, at once)."""
     db = migrated_db(tmp_path)
@@ -242,10 +244,13 @@ def test_t03_deferred_read_then_write_is_the_trap(tmp_path):
             assert read_json(other) == {"written": True}
         finally:
             stop(other)
+        # Were the busy handler called, the INSERT would fail only after waiting all of busy_timeout: 30 s
+        # here, far more than any stall of this machine, so the bound below cannot fail by chance.
+        conn.execute("PRAGMA busy_timeout = 30000")
         started = time.monotonic()
         with pytest.raises(sqlite3.OperationalError, match="database is locked") as caught:
             conn.execute("INSERT INTO events (timestamp, event_type, message) VALUES ('t', 'mine', 'lost')")
-        assert time.monotonic() - started < 2  # not a wait: retrying cannot succeed
+        assert time.monotonic() - started < 30  # not a wait: retrying cannot succeed
         assert caught.value.sqlite_errorname == "SQLITE_BUSY_SNAPSHOT"
         conn.execute("ROLLBACK")
 
@@ -261,7 +266,8 @@ FROM events WHERE source = 'crash' GROUP BY agent_id
 """
 
 
-def test_t04_kill_9_mid_write_loses_no_acknowledged_batch(tmp_path):
+# plan T04
+def test_kill_9_mid_write_loses_no_acknowledged_batch(tmp_path):
     db = migrated_db(tmp_path)
     rng = random.Random(4)
     zygote = spawn("crash-zygote", db, tmp_path=tmp_path)
@@ -305,18 +311,19 @@ def test_t04_kill_9_mid_write_loses_no_acknowledged_batch(tmp_path):
 
 # --- T06 checkpoint starvation ---
 
-STARVE_SECONDS = float(os.environ.get("RELIABILITY_STARVE_SECONDS", "10"))
+# Per writer: 400 transactions of ten 8 KiB rows make 125 MiB a run, the WAL limit several times over.
+STARVE_TRANSACTIONS = int(os.environ.get("RELIABILITY_STARVE_TRANSACTIONS", "400"))
 STARVE_ROW_KIB = 8
 
 
 def starve(db: Path, bounded: bool, tmp_path: Path) -> list[dict]:
-    """Four writers and a reader that never pauses, on `db` for STARVE_SECONDS; check that nothing was lost."""
-    procs = [spawn("starve-writer", db, i, STARVE_SECONDS, STARVE_ROW_KIB, int(bounded), tmp_path=tmp_path)
+    """Four writers and a reader that never pauses until their last row; check that nothing was lost."""
+    procs = [spawn("starve-writer", db, i, STARVE_TRANSACTIONS, STARVE_ROW_KIB, int(bounded), tmp_path=tmp_path)
              for i in range(1, 5)]
-    results = run_together([*procs, spawn("reader", db, STARVE_SECONDS, 1, tmp_path=tmp_path)],
-                           timeout=STARVE_SECONDS + 60)
+    rows = 4 * STARVE_TRANSACTIONS * 10
+    results = run_together([*procs, spawn("reader", db, 0, 1, rows, tmp_path=tmp_path)], timeout=300)
     assert [e for r in results for e in r["errors"]] == []
-    assert results[-1]["queries"] > 0
+    assert results[-1]["rows_seen"] == rows  # the reader held its snapshots until the last write
     with opened(db) as conn:
         assert [r[0] for r in conn.execute("PRAGMA integrity_check")] == ["ok"]
         stored = dict(conn.execute("SELECT source, COUNT(*) FROM events GROUP BY source").fetchall())
@@ -338,7 +345,8 @@ def largest_commit(wal: Path) -> int:
     return largest
 
 
-def test_t06_checkpoint_starvation_wal_stays_bounded(tmp_path):
+# plan T06
+def test_checkpoint_starvation_wal_stays_bounded(tmp_path):
     limit = database.WAL_LIMIT_BYTES
     # Baseline, plain SQLite: the automatic checkpoints never get past the reader's snapshot, so the WAL is
     # never reset and keeps every transaction. Our open connection keeps it after the children close theirs.
@@ -347,7 +355,10 @@ def test_t06_checkpoint_starvation_wal_stays_bounded(tmp_path):
         with largest_wal(plain) as plain_wal:
             starve(plain, False, tmp_path)
         transaction_bytes = largest_commit(Path(f"{plain}-wal"))
-    assert plain_wal[0] > 2 * limit
+    # Statistical, the one bound here that is: plain SQLite's WAL is reset whenever a passive checkpoint
+    # happens to catch up between two of the reader's snapshots, which the scheduler decides. Runs have seen
+    # it reach 56 to 206 MiB (3.5x to 13x the limit); asking for more than the limit leaves a wide margin.
+    assert plain_wal[0] > limit
     assert 0 < transaction_bytes < MiB
 
     db = migrated_db(tmp_path)
@@ -355,10 +366,14 @@ def test_t06_checkpoint_starvation_wal_stays_bounded(tmp_path):
         wrote = starve(db, True, tmp_path)
     written = sum(r["events_acked"] for r in wrote) * STARVE_ROW_KIB * 1024
     assert written > 3 * limit  # enough to pass the limit several times over
-    assert wal[0] <= limit + transaction_bytes
-    print(f"\nT06: {STARVE_SECONDS:.0f} s, 4 writers + a reader that never pauses: plain SQLite's WAL reached "
-          f"{plain_wal[0] / MiB:.1f} MiB; ours wrote {written / MiB:.0f} MiB and its WAL peaked at "
-          f"{wal[0] / MiB:.2f} MiB (limit {limit / MiB:.0f} MiB + one transaction of {transaction_bytes / 1024:.0f} KiB)")
+    # The limit is checked under the write lock, so one transaction at most goes past it, and one more for
+    # each checkpoint that gave up (a loaded machine can keep the reader inside one snapshot for a second).
+    unfinished = sum(r["unfinished_checkpoints"] for r in wrote)
+    assert wal[0] <= limit + transaction_bytes * (1 + unfinished)
+    print(f"\nT06: 4 writers + a reader that never pauses: plain SQLite's WAL reached {plain_wal[0] / MiB:.1f} MiB; "
+          f"ours wrote {written / MiB:.0f} MiB and its WAL peaked at {wal[0] / MiB:.2f} MiB (limit "
+          f"{limit / MiB:.0f} MiB + one transaction of {transaction_bytes / 1024:.0f} KiB; {unfinished} "
+          f"checkpoints gave up)")
     for path in tmp_path.glob("*.sqlite*"):
         path.unlink()  # hundreds of MiB: not kept with pytest's last three temporary folders
 
@@ -421,8 +436,9 @@ def schema_of(conn: sqlite3.Connection) -> dict[str, object]:
     return {"tables": tables, "indexes": indexes}
 
 
+# plan T07
 @pytest.mark.parametrize("start", ["v1", "fresh"])
-def test_t07_four_processes_migrate_at_once(tmp_path, start):
+def test_four_processes_migrate_at_once(tmp_path, start):
     db = tmp_path / "db.sqlite"
     before = v1_database(db) if start == "v1" else {}
     results = run_together([spawn("migrate", db, tmp_path=tmp_path) for _ in range(4)])
@@ -453,7 +469,8 @@ def test_t07_four_processes_migrate_at_once(tmp_path, start):
         assert schema_of(conn) == upgraded
 
 
-def test_t07_migrate_on_a_current_database_changes_nothing(tmp_path, caplog):
+# plan T07
+def test_migrate_on_a_current_database_changes_nothing(tmp_path, caplog):
     db = tmp_path / "db.sqlite"
     v1_database(db)
     assert database.migrate(db) == 1
@@ -468,7 +485,8 @@ def test_t07_migrate_on_a_current_database_changes_nothing(tmp_path, caplog):
         assert conn.execute("PRAGMA user_version").fetchone()[0] == database.SCHEMA_VERSION
 
 
-def test_t07_fresh_database_gets_the_current_version(tmp_path):
+# plan T07
+def test_fresh_database_gets_the_current_version(tmp_path):
     db = tmp_path / "new" / "db.sqlite"  # the directory does not exist either
     assert database.migrate(db) == 0
     with opened(db) as conn:
@@ -477,7 +495,7 @@ def test_t07_fresh_database_gets_the_current_version(tmp_path):
     assert set(V1_TABLES) <= names
 
 
-# --- faults through the app: 503 JSON ---
+# --- T05 disk full, read-only, locked: 503 JSON through the app ---
 
 def assert_503_json(response) -> dict:
     text = response.get_data(as_text=True)
@@ -507,7 +525,8 @@ def unprivileged():
         os.setegid(0)
 
 
-def test_t06a_read_only_database_gives_503_json(make_app, orchestrator, caplog):
+# plan T05
+def test_read_only_database_gives_503_json(make_app, orchestrator, caplog):
     # A directory everyone may enter (pytest's tmp dirs are root-only), so the drop to `nobody` still
     # reads the orchestrator files; only the database is read-only.
     base = Path(tempfile.mkdtemp(prefix="ro-db-"))
@@ -537,7 +556,7 @@ def test_t06a_read_only_database_gives_503_json(make_app, orchestrator, caplog):
         body = assert_503_json(created)
         assert agents.status_code == 200 and agents.get_json()  # file-based endpoints keep working
         assert not [r for r in caplog.records if r.exc_info]  # logged as one line, no traceback
-        print(f"\nT06a read-only: 503 {body['error']!r}")
+        print(f"\nT05 read-only: 503 {body['error']!r}")
     finally:
         if keeper is not None:
             keeper.close()
@@ -545,7 +564,8 @@ def test_t06a_read_only_database_gives_503_json(make_app, orchestrator, caplog):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_t06b_locked_database_gives_503_after_the_busy_timeout(make_app, orchestrator, tmp_path):
+# plan T05
+def test_locked_database_gives_503_after_the_busy_timeout(make_app, orchestrator, tmp_path):
     client = make_app(orchestrator()).test_client()
     holder = spawn("hold-lock", tmp_path / "db.sqlite", "IMMEDIATE", tmp_path=tmp_path)
     try:
@@ -555,7 +575,8 @@ def test_t06b_locked_database_gives_503_after_the_busy_timeout(make_app, orchest
         waited = time.monotonic() - started
         body = assert_503_json(blocked)
         assert "locked" in body["error"]
-        assert 4.5 <= waited <= 15, waited  # waited out busy_timeout (5 s), then answered
+        # Waited out busy_timeout (5 s), then answered. No upper bound: a loaded machine only adds to it.
+        assert waited >= 4.5, waited
         reads = client.get("/api/storyboard/projects")  # WAL: readers are not blocked by the writer
         assert reads.status_code == 200
         holder.stdin.write(b"release\n")
@@ -566,7 +587,7 @@ def test_t06b_locked_database_gives_503_after_the_busy_timeout(make_app, orchest
     created = client.post(CREATE, json=PROJECT_BODY)
     assert created.status_code == 201
     assert client.get(f"/api/storyboard/project/{created.get_json()['id']}").status_code == 200
-    print(f"\nT06b locked: 503 after {waited:.2f} s: {body['error']!r}")
+    print(f"\nT05 locked: 503 after {waited:.2f} s: {body['error']!r}")
 
 
 _ENOSPC: dict[str, bool] = {}
@@ -606,8 +627,9 @@ def disk_full_child(mode: str, how: str, tmp_path: Path, *args) -> dict:
 DISK_ERRORS = {"rlimit": "disk I/O error", "enospc": "database or disk is full"}
 
 
+# plan T05
 @pytest.mark.parametrize("how", ["rlimit", "enospc"])
-def test_t06c_disk_full_fails_cleanly_and_writes_resume(tmp_path, how):
+def test_disk_full_fails_cleanly_and_writes_resume(tmp_path, how):
     result = disk_full_child("disk-full", how, tmp_path)
     for size in ("small", "large"):  # a commit that fails, and a transaction that spills mid-statement
         failure = result[size]
@@ -619,11 +641,12 @@ def test_t06c_disk_full_fails_cleanly_and_writes_resume(tmp_path, how):
     assert result["rows_after_error"] == result["acked"]  # every acknowledged row, no row of a failed one
     assert result["resumed"] == 400
     assert result["integrity"] == "ok" and result["rows"] == result["acked_total"]
-    print(f"\nT06c {how}: {result['small']['message']!r}; {result['acked']} rows kept, 400 more after")
+    print(f"\nT05 {how}: {result['small']['message']!r}; {result['acked']} rows kept, 400 more after")
 
 
+# plan T05
 @pytest.mark.parametrize("how", ["rlimit", "enospc"])
-def test_t06c_disk_full_gives_503_json_through_the_app(tmp_path, orchestrator, how):
+def test_disk_full_gives_503_json_through_the_app(tmp_path, orchestrator, how):
     root = orchestrator()
     result = disk_full_child("app-disk-full", how, tmp_path, root, tmp_path / "runs")
     failure = result["failure"]
@@ -636,37 +659,51 @@ def test_t06c_disk_full_gives_503_json_through_the_app(tmp_path, orchestrator, h
     assert result["after"] == 201  # space freed: writes work again, same process
     assert sorted(result["stored"]) == sorted(result["created"])  # every 201 kept; the 503 left nothing
     assert result["orphan_scenes"] == 0 and result["integrity"] == "ok"
-    print(f"\nT06c app {how}: {result['answers'].count(201)} x 201 then 503 {failure['json']['error']!r}")
+    print(f"\nT05 app {how}: {result['answers'].count(201)} x 201 then 503 {failure['json']['error']!r}")
 
 
-# --- sampler: one leader ---
+# --- T09 sampler: one leader ---
 
 def health_rows(db: Path) -> list[tuple]:
     with opened(db) as conn:
         return conn.execute("SELECT id, timestamp FROM system_health ORDER BY id").fetchall()
 
 
+def health_rows_after(db: Path, after_id: int) -> list[tuple]:
+    """The system_health rows with an id above `after_id`."""
+    return [row for row in health_rows(db) if row[0] > after_id]
+
+
+def assert_one_sample_per_tick(rows: list[tuple]) -> None:
+    """Timestamps strictly increase with the row id: one reading per tick, not one per sampler."""
+    # Exact with a 1 s interval and one leader: it reads its clock after waking on a whole second and waits
+    # for the next whole second only after storing, so each reading is in a later second than the one before.
+    # Two samplers both storing on a tick store the same second twice.
+    stamps = [timestamp for _, timestamp in rows]
+    assert stamps == sorted(set(stamps)), rows
+
+
+# plan T09
 def test_two_samplers_in_one_process_elect_one_leader(tmp_path):
     db = migrated_db(tmp_path)
     first, second = Sampler(db, 1, 30), Sampler(db, 1, 30)
     first.start(), second.start()
     try:
-        time.sleep(3.3)
+        rows = poll(lambda: health_rows(db), lambda rows: len(rows) >= 3)[-1]
+        assert_one_sample_per_tick(rows)
         assert [first.is_leader, second.is_leader].count(True) == 1  # flock is per open file: they conflict
-        rows = health_rows(db)
-        assert 2 <= len(rows) <= 4, rows  # one reading a second, not two
         leader, other = (first, second) if first.is_leader else (second, first)
         leader.stop()
-        count = len(rows)
-        time.sleep(2.3)
-        assert other.is_leader  # the follower takes over within an interval
-        rows = health_rows(db)
-        assert 1 <= len(rows) - count <= 3, rows
-        assert len({ts for _, ts in rows}) == len(rows)
+        assert not leader._thread.is_alive()  # it stores nothing more
+        last = health_rows(db)[-1][0]
+        taken_over = poll(lambda: health_rows_after(db, last), lambda rows: len(rows) >= 2)[-1]
+        assert other.is_leader  # the follower took over
+        assert_one_sample_per_tick(taken_over)
     finally:
         first.stop(), second.stop()
 
 
+# plan T09
 def test_sampler_survives_a_failing_on_sample_callback(tmp_path):
     db = migrated_db(tmp_path)
     calls = []
@@ -677,55 +714,13 @@ def test_sampler_survives_a_failing_on_sample_callback(tmp_path):
 
     sampler = Sampler(db, 1, 30, on_sample=on_sample).start()
     try:
-        time.sleep(3.3)
+        poll(lambda: len(calls), lambda count: count >= 2)  # one bad callback does not end sampling
     finally:
         sampler.stop()
-    assert len(calls) >= 2 and len(health_rows(db)) >= 2  # one bad callback does not end health history
+    assert len(health_rows(db)) >= len(calls)  # nor health history: each call came after its row was stored
 
 
 # --- real gunicorn ---
-
-def request(url: str, body: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
-    try:
-        with urllib.request.urlopen(req, timeout=20) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
-
-@contextlib.contextmanager
-def gunicorn(tmp_path: Path, root: Path, db: Path, sample_seconds: int, name: str, workers: int = 2):
-    """A real `gunicorn --config gunicorn.conf.py app:app` with `workers` workers; stopped with SIGTERM."""
-    port = free_port()
-    env = {**os.environ, "ENVIRONMENT": "local", "HOST": "127.0.0.1", "PORT": str(port),
-           "GUNICORN_WORKERS": str(workers),
-           "ORCHESTRATOR_PATH": str(root), "DATABASE_PATH": str(db), "LOG_FILE": str(tmp_path / f"{name}.log"),
-           "HEALTH_SAMPLE_SECONDS": str(sample_seconds)}
-    with open(tmp_path / f"{name}.stderr", "wb") as stderr:
-        proc = subprocess.Popen([str(GUNICORN), "--config", "gunicorn.conf.py", "app:app"], cwd=PROJECT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=stderr)
-    proc.base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, f"gunicorn exited: {(tmp_path / f'{name}.stderr').read_text()[-3000:]}"
-            with contextlib.suppress(OSError):
-                if request(proc.base + "/api/status")[0] == 200:
-                    break
-            assert time.monotonic() < deadline, "gunicorn did not answer in 30 s"
-            time.sleep(0.1)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-
 
 def workers_of(proc: subprocess.Popen) -> set[int]:
     return {child.pid for child in psutil.Process(proc.pid).children()}
@@ -742,63 +737,57 @@ def flock_holders(path: Path) -> set[int]:
     return holders
 
 
-def wait_for_rows(db: Path, after_id: int, timeout: float) -> float:
-    """Seconds until a system_health row with id > after_id appears."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        with contextlib.suppress(sqlite3.OperationalError):
-            rows = health_rows(db)
-            if rows and rows[-1][0] > after_id:
-                return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError(f"no new health sample within {timeout} s")
+def sampler_leaders(log: Path) -> set[int]:
+    """Pids that logged taking the health sampler's lead (each process logs it once, on taking it)."""
+    return {int(pid) for pid in re.findall(r"\[(\d+)\] sampler: health sampler: this process is the leader",
+                                            log.read_text())}
 
 
-T09_SECONDS = 10
-
-
-def test_t09_four_gunicorn_workers_sample_once_per_interval(tmp_path, orchestrator):
-    db = tmp_path / "db.sqlite"
+# plan T09
+def test_four_gunicorn_workers_sample_once_per_interval_and_one_takes_over(tmp_path, orchestrator):
+    server = Gunicorn(orchestrator(), tmp_path / "srv", GUNICORN_WORKERS="4", HEALTH_SAMPLE_SECONDS="1")
+    db = tmp_path / "srv" / "db.sqlite"
     lock = Path(f"{db}.sampler.lock")
-    with gunicorn(tmp_path, orchestrator(), db, 1, "t09", workers=4) as server:
-        wait_for_rows(db, 0, 10)
-        start = health_rows(db)
-        time.sleep(T09_SECONDS)
-        window = health_rows(db)
-        sampled = len(window) - len(start)
-        assert abs(sampled - T09_SECONDS) <= 2, window  # one a second, not one per worker
-        assert len({ts for _, ts in window}) == len(window)  # no two readings for the same second
-
-        workers = workers_of(server)
-        assert len(workers) == 4
+    with server:
+        assert server.get_json("/api/status")[0] == 200  # a worker is up: the database exists
+        poll(lambda: workers_of(server.proc), lambda workers: len(workers) == 4)
+        start = max((row[0] for row in health_rows(db)), default=0)
+        before = poll(lambda: health_rows_after(db, start), lambda rows: len(rows) >= 5)[-1]
+        workers = workers_of(server.proc)
         holders = flock_holders(lock)
         assert len(holders) == 1 and holders <= workers, (holders, workers)
         leader = holders.pop()
-        last = health_rows(db)[-1][0]
+        # No other process ever led, so every row so far is the one leader's: one per second.
+        assert poll(lambda: sampler_leaders(server.log_path), bool)[-1] == {leader}
+        assert_one_sample_per_tick(health_rows(db))
+
         os.kill(leader, signal.SIGKILL)
-        takeover = wait_for_rows(db, last, 5)
-        before = health_rows(db)
-        time.sleep(4)
-        after = health_rows(db)
-        assert 2 <= len(after) - len(before) <= 6, after  # ~1 a second again
-        assert len({ts for _, ts in after}) == len(after)
+        killed = time.monotonic()
+        poll(lambda: flock_holders(lock), lambda holders: leader not in holders)  # dead, its lock gone
+        last = health_rows(db)[-1][0]
+        after = poll(lambda: health_rows_after(db, last), lambda rows: len(rows) >= 3)
+        takeover = time.monotonic() - killed
+        # Rows up to `last` may end with the successor's first, in the dead leader's last second (it can take
+        # the lock within that second): only the rows after `last`, all the new leader's, are checked.
+        assert_one_sample_per_tick(after[-1])
         new_holders = flock_holders(lock)
-        assert len(new_holders) == 1 and leader not in new_holders
-    print(f"\nT09: {sampled} samples in {T09_SECONDS} s with four workers; leader {leader} killed, next sample "
-          f"after {takeover:.2f} s, then {(len(after) - len(before)) / 4:.2f}/s under {new_holders.pop()}")
+        assert len(new_holders) == 1 and leader not in new_holders and new_holders <= workers_of(server.proc)
+        assert poll(lambda: sampler_leaders(server.log_path), lambda pids: len(pids) == 2)[-1] == {leader, *new_holders}
+    print(f"\nT09: {len(before)} samples, one a second, with four workers; leader {leader} killed, "
+          f"{len(after[-1])} more under {new_holders.pop()} {takeover:.2f} s later")
 
 
 def test_project_survives_a_server_restart(tmp_path, orchestrator):
-    db, root = tmp_path / "db.sqlite", orchestrator()
-    with gunicorn(tmp_path, root, db, 0, "first") as server:
-        status, created = request(server.base + CREATE, PROJECT_BODY)
+    root, workdir = orchestrator(), tmp_path / "srv"
+    with Gunicorn(root, workdir) as server:
+        status, created = server.post_json(CREATE, PROJECT_BODY)
         assert status == 201
-    assert server.returncode == 0
-    with gunicorn(tmp_path, root, db, 0, "second") as server:
-        status, fetched = request(f"{server.base}/api/storyboard/project/{created['id']}")
+    assert server.proc.returncode == 0
+    with Gunicorn(root, workdir) as server:  # the same database file
+        status, fetched = server.get_json(f"/api/storyboard/project/{created['id']}")
         assert status == 200
         assert fetched == created
-        status, listed = request(server.base + "/api/storyboard/projects")
+        status, listed = server.get_json("/api/storyboard/projects")
         assert [p["id"] for p in listed] == [created["id"]]
 
 
@@ -815,7 +804,8 @@ def database_files_open(pid: int, db: Path) -> list[str]:
     return found
 
 
-def test_t08_preloaded_master_holds_no_sqlite_connection(tmp_path, orchestrator):
+# plan T08
+def test_preloaded_master_holds_no_sqlite_connection(tmp_path, orchestrator):
     server = Gunicorn(orchestrator(), tmp_path / "srv", args=("--preload",), HEALTH_SAMPLE_SECONDS="1")
     db = tmp_path / "srv" / "db.sqlite"
     with server:
@@ -823,7 +813,7 @@ def test_t08_preloaded_master_holds_no_sqlite_connection(tmp_path, orchestrator)
         assert status == 201
         assert server.get_json("/api/storyboard/projects")[1][0]["id"] == created["id"]
         assert server.get_json("/api/training/history?days=14")[1]  # recorded into SQLite, read back
-        poll(lambda: server.get_json("/api/system/health/history?hours=1")[1]["samples"], bool, 10)
+        poll(lambda: server.get_json("/api/system/health/history?hours=1")[1]["samples"], bool)
         master = psutil.Process(server.proc.pid)
         workers = {child.pid for child in master.children()}
         assert database_files_open(master.pid, db) == []
@@ -836,7 +826,8 @@ def test_t08_preloaded_master_holds_no_sqlite_connection(tmp_path, orchestrator)
     assert f"POST {CREATE} 201" in log  # the workers log, too: their log thread was restarted after the fork
 
 
-def test_t08_a_connection_open_in_the_master_is_reported(tmp_path, orchestrator):
+# plan T08
+def test_a_connection_open_in_the_master_is_reported(tmp_path, orchestrator):
     server = Gunicorn(orchestrator(), tmp_path / "srv", args=("--preload", "--pythonpath", "tests/fixtures"),
                       app="leaky_app:app")
     db = tmp_path / "srv" / "db.sqlite"
