@@ -24,6 +24,7 @@ import stream
 import validation
 from config import PROJECT_DIR, load_config
 from data_providers import DataProviderFactory
+from ingester import Ingester
 from sampler import Sampler
 
 log = logging.getLogger("dashboard")
@@ -110,6 +111,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     enable_cors(app)
     start_sampler(app)
+    start_ingester(app)
     return app
 
 
@@ -139,14 +141,19 @@ def start_sampler(app: Flask) -> None:
     """Run the health sampler thread (HEALTH_SAMPLE_SECONDS > 0); one process across workers samples."""
     if app.config["HEALTH_SAMPLE_SECONDS"] <= 0:
         return
-
-    def after_sample(conn, sample):
-        with app.app_context():
-            app.extensions["provider"].refresh_alerts(sample)
-
     app.extensions["sampler"] = Sampler(
         app.config["DATABASE_PATH"], app.config["HEALTH_SAMPLE_SECONDS"], app.config["HEALTH_RETENTION_DAYS"],
-        app.config["HEALTH_DISK_PATH"], on_sample=after_sample).start()
+        app.config["HEALTH_DISK_PATH"]).start()
+
+
+def start_ingester(app: Flask) -> None:
+    """For a provider that reads files: the ingester (extensions["ingester"]), its thread running when
+    INGEST_SECONDS > 0; one process across workers records."""
+    if not app.extensions["provider"].reads_files:
+        return
+    ingester = app.extensions["ingester"] = Ingester(app.config)
+    if app.config["INGEST_SECONDS"] > 0:
+        ingester.start()
 
 
 def __getattr__(name: str):

@@ -186,9 +186,6 @@ class CloudDataProvider(DataProvider):
     def system_alerts(self) -> Payload:
         return self._read("system_alerts", "/api/system/alerts")
 
-    def refresh_alerts(self, sample: dict) -> None:
-        """Alerts are raised and cleared by the upstream; nothing to do here."""
-
     # --- logs ---
 
     def training_logs(self, limit: int, offset: int) -> Payload:

@@ -65,6 +65,7 @@ def load_config(environ: Mapping[str, str]) -> dict[str, Any]:
         "HEALTH_DISK_PATH": environ.get("HEALTH_DISK_PATH", "/").strip() or "/",
         "MAX_CONTENT_LENGTH": _number(environ, "MAX_CONTENT_LENGTH", 1024 * 1024, 1024, 100 * 1024 * 1024, int),
         # Persistence and alerts
+        "INGEST_SECONDS": _number(environ, "INGEST_SECONDS", 1, 0, 3600),
         "HEALTH_SAMPLE_SECONDS": _number(environ, "HEALTH_SAMPLE_SECONDS", 30, 0, 3600, int),
         "HEALTH_RETENTION_DAYS": _number(environ, "HEALTH_RETENTION_DAYS", 30, 1, 3650, int),
         **{f"ALERT_{res}_{level}": _number(environ, f"ALERT_{res}_{level}", default, 0, 100)

@@ -16,6 +16,7 @@ class DataProvider(ABC):
     """The contract of every read the API serves; each returns a Payload(data, warnings)."""
 
     name = "abstract"
+    reads_files = False  # True: the app runs the ingester, which records the files into SQLite
 
     @abstractmethod
     def dashboard_overview(self) -> Payload:
@@ -108,9 +109,6 @@ class DataProvider(ABC):
     @abstractmethod
     def source_status(self) -> str:
         """Whether the data source is readable: ok, degraded or error (for /api/status)."""
-
-    def refresh_alerts(self, sample: dict) -> None:
-        """Called by the health sampler after each stored sample (in an app context); default: nothing."""
 
     @abstractmethod
     def start_training(self, force: bool) -> Payload:

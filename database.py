@@ -270,6 +270,23 @@ def ping() -> bool:
         return False
 
 
+# Below this much free space the next write may fail (SQLITE_FULL): readiness says so first.
+MIN_FREE_BYTES = 8 * 1024 * 1024
+
+
+def write_problem(path: Path | str) -> str | None:
+    """Why the database at `path` could not take a write now (its folder or file not writable, the disk
+    nearly full), or None; checked without writing."""
+    path = Path(path)
+    for target in (path.parent, path):
+        if target.exists() and not os.access(target, os.W_OK):
+            return f"{target} is not writable"
+    stats = os.statvfs(path.parent)
+    if stats.f_bavail * stats.f_frsize < MIN_FREE_BYTES:
+        return f"less than {MIN_FREE_BYTES // (1024 * 1024)} MiB free on the database's disk"
+    return None
+
+
 def utc_now() -> str:
     """Now, as the API's ISO 8601 UTC string."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

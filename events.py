@@ -93,12 +93,32 @@ def as_log_event(row: dict) -> dict:
             "source": row.get("source") or row["event_type"], "message": row["message"]}
 
 
+def with_starts(current: list[dict], stored: dict[str, str]) -> list[dict]:
+    """`current` alerts, each `since` the earlier of its rule's time and when it was first recorded."""
+    result = []
+    for alert in current:
+        candidates = [t for t in (alert.get("since"), stored.get(alert["id"])) if t]
+        result.append({**alert, "since": min(candidates) if candidates else None})
+    return result
+
+
+def alert_starts(conn: sqlite3.Connection) -> dict[str, str]:
+    """{alert id: since} of the alerts recorded as active."""
+    return {r["id"]: r["since"] for r in conn.execute("SELECT id, since FROM alerts")}
+
+
 def sync_alerts(conn: sqlite3.Connection, current: list[dict]) -> list[dict]:
     """Make the active-alerts table match `current`; record raised/cleared events; return alerts with `since`.
 
-    An alert's `since` is the earliest of the time its rule gives and the time it was first seen.
+    An alert's `since` is the earliest of the time its rule gives and the time it was first seen. Writes
+    only when something changed.
     """
     now = utc_now()
+    recorded = {r["id"]: (r["severity"], r["message"], r["since"])
+                for r in conn.execute("SELECT id, severity, message, since FROM alerts")}
+    merged = with_starts(current, {k: since for k, (_, _, since) in recorded.items()})
+    if {a["id"]: (a["severity"], a["message"], a["since"]) for a in merged} == recorded:
+        return merged
     with transaction(conn):
         stored = {r["id"]: dict(r) for r in conn.execute("SELECT id, severity, source, message, since FROM alerts")}
         result = []

@@ -11,12 +11,13 @@ import os
 import sqlite3
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 from database import transaction, utc_now
 from events import fingerprint
 from data_loader import parse_daily_report
 from orchestrator_state import OrchestratorState
+from runs import runs_from_files
 
 TRAINING_METRICS = "training_metrics"
 DAILY_REPORT = "daily_report"
@@ -55,12 +56,8 @@ def changed_sources(conn: sqlite3.Connection, s: OrchestratorState) -> dict[str,
     return changed
 
 
-def ingest(conn: sqlite3.Connection, s: OrchestratorState, runs: Callable[[], list[dict]]) -> int:
-    """Record every changed orchestrator file into the database; return how many rows were written.
-
-    `runs` lists the runs the files describe (LocalDataProvider derives them); it is only called
-    when a file that describes runs has changed.
-    """
+def ingest(conn: sqlite3.Connection, s: OrchestratorState) -> int:
+    """Record every changed orchestrator file into the database; return how many rows were written."""
     if not changed_sources(conn, s):
         return 0
     written = 0
@@ -69,7 +66,7 @@ def ingest(conn: sqlite3.Connection, s: OrchestratorState, runs: Callable[[], li
         if "metrics" in changed:
             written += _ingest_metrics(conn, s)
         if any(k in changed for k in ("metrics", "result", "log")):
-            written += _ingest_runs(conn, s, runs())
+            written += _ingest_runs(conn, s, runs_from_files(s))
         if "log" in changed:
             written += _ingest_log_events(conn, s)
         reports = [path for name, (path, _sig) in changed.items() if name.startswith("report:")]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Callable, Iterator, Optional
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cron_descriptor import get_description
 from flask import current_app
 
+import alert_rules
 import data_loader
 import database
 import events
@@ -19,11 +18,13 @@ import health
 import history_store
 import sampler
 import training_control
+from agent_rows import agent_row, agent_rows
 from analytics import daily_last, moving_average, natural_key, rank_desc, trend_direction
 from contract import NewProject, Payload
 from data_providers import DataProvider
 from errors import ApiError
-from orchestrator_state import SYSTEM_KEY, OrchestratorState, local_instant
+from orchestrator_state import SYSTEM_KEY, OrchestratorState, orchestrator_zone, wall_clock
+from runs import runs_from_files
 
 
 PHASE_KEYS = ("harvesting", "validation", "agent_training", "production", "monitoring")
@@ -32,44 +33,15 @@ RESULT_PHASE = {"harvesting": "harvesting", "validation": "validation", "agent_t
                 "production": "production", "monitoring": "monitoring", "cleanup": "cleanup"}
 ALL_PHASES = PHASE_KEYS + ("cleanup",)
 ERROR_LEVELS = ("ERROR", "CRITICAL", "WARNING")
-ERROR_WINDOW = timedelta(days=7)
-CPU_ALERT_WINDOW_SECONDS = 300
-# Files are compared with what the database recorded at most this often per process.
-INGEST_CHECK_SECONDS = 2.0
 
-
-
-def orchestrator_zone(name: str):
-    """The orchestrator's time zone: a tz database name, or this server's local zone when empty."""
-    if not name:
-        return server_zone()
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"ORCHESTRATOR_TIMEZONE {name!r} is not a known time zone") from None
-
-
-def server_zone():
-    """This server's zone with its DST rules (TZ, else /etc/localtime), else its current UTC offset."""
-    key = os.environ.get("TZ", "").removeprefix(":")
-    try:
-        if key:
-            return ZoneInfo(key)
-        with open("/etc/localtime", "rb") as handle:
-            return ZoneInfo.from_file(handle, key="localtime")
-    except (OSError, ValueError, ZoneInfoNotFoundError):
-        return datetime.now().astimezone().tzinfo  # a fixed offset: right only until the next DST switch
-
-
-def wall_clock() -> datetime:
-    """Now, as an aware UTC datetime (the provider's default clock)."""
-    return datetime.now(timezone.utc)
 
 
 class LocalDataProvider(DataProvider):
-    """Reads the orchestrator's own files under ORCHESTRATOR_PATH; stores projects in SQLite."""
+    """Reads the history the ingester recorded in SQLite, overlaid with what the orchestrator's files
+    under ORCHESTRATOR_PATH say right now; stores projects. Reads never write."""
 
     name = "local"
+    reads_files = True
 
     def __init__(self, config: dict):
         self.root = config["ORCHESTRATOR_PATH"]
@@ -78,79 +50,41 @@ class LocalDataProvider(DataProvider):
         self.threshold = float(config.get("QUALITY_THRESHOLD", 7.0))
         self.disk_path = config.get("HEALTH_DISK_PATH", "/")
         self.training = training_control.TrainingController(config)
-        self._ingest_checked = float("-inf")  # when this process last compared the files with the database
+        self.alert_limits = {k: v for k, v in config.items() if k.startswith("ALERT_")}
         # What "now" is for every calendar decision of a request (tests set a fixed instant).
         self.clock: Callable[[], datetime] = wall_clock
 
     def state(self) -> OrchestratorState:
         """A fresh view of the orchestrator folder (one per request)."""
-        state = OrchestratorState(self.root, self.tz, now=self.clock(), run_ended=self._log_run_ended)
+        state = OrchestratorState(self.root, self.tz, now=self.clock(), sessions=self._recent_sessions())
         if not state.root_exists:
             state.warnings.append(f"orchestrator folder not found: {os.fspath(self.root)} (set ORCHESTRATOR_PATH)")
         return state
 
     # --- shared derivations ---
 
-    def _agent_rows(self, s: OrchestratorState) -> list[dict]:
-        progress = s.progress
-        return [self._agent_row(s, agent_id, progress) for agent_id in s.agent_ids]
-
-    def _agent_row(self, s: OrchestratorState, agent_id: str, progress: dict) -> dict:
-        points = s.quality_points(agent_id)
-        latest = points[-1] if points else None
-        report = s.latest_report_agent(agent_id)
-        attempts = s.attempts(agent_id)
-        failures = sum(1 for a in attempts if a.get("success") is False and s.now - a["timestamp"] <= ERROR_WINDOW)
-        enabled = s.config.get("agents", {}).get(agent_id, {}).get("enabled")
-        if progress["running"] and progress.get("current_agent") == agent_id:
-            status = "training"
-        elif attempts and attempts[-1].get("success") is False:
-            status = "error"
-        elif enabled is False or (latest is None and (report is None or report.get("quality") is None)):
-            status = "offline"
-        else:
-            status = "online"
-        if latest is not None:
-            quality, updated = latest.get("score"), s.iso(latest["timestamp"])
-            time_ms, improvement = latest.get("time_ms"), latest.get("improvement")
-        elif report is not None:
-            quality, updated = report.get("quality"), s.iso(datetime.combine(report["date"], datetime.min.time()))
-            time_ms, improvement = report.get("processing_ms"), None
-        else:
-            quality = updated = time_ms = improvement = None
-        return {"id": agent_id, "name": s.agent_name(agent_id), "status": status, "quality_score": quality,
-                "last_updated": updated, "processing_time_ms": time_ms, "improvement": improvement,
-                "errors": failures}
-
     def _daily(self, s: OrchestratorState, agent_id: Optional[str], first_day: date) -> dict[date, Optional[float]]:
-        """{date: quality} from the database (reports and metrics ever ingested), else from the files."""
+        """{date: quality}: the database's history (every report and point ever ingested), overlaid by
+        what the files say now (so a change shows before the ingester has recorded it)."""
         metric = f"{agent_id}_quality" if agent_id else SYSTEM_KEY
-        stored = self._from_db(s, lambda db: history_store.daily_quality(db, metric, self.tz, first_day))
-        if stored is not None:
-            return stored
-        days = s.report_quality(agent_id)
+        days = self._from_db(s, lambda db: history_store.daily_quality(db, metric, self.tz, first_day)) or {}
+        days.update(s.report_quality(agent_id))
         days.update(daily_last(s.quality_points(agent_id)))
-        return {d: v for d, v in days.items() if d >= first_day}
+        return {d: v for d, v in sorted(days.items()) if d >= first_day}
 
     def _from_db(self, s: OrchestratorState, read):
-        """`read(db)` after ingesting changed files; None (and a warning) when the database fails."""
+        """`read(db)`; None (and a warning) when the database fails."""
         try:
-            db = database.get_db()
-        except database.DatabaseUnavailable as err:
+            return read(database.get_db())
+        except (sqlite3.Error, database.DatabaseUnavailable) as err:
             self._db_warning(s, err)
             return None
-        if not s.__dict__.get("_ingested") and time.monotonic() - self._ingest_checked >= INGEST_CHECK_SECONDS:
-            s.__dict__["_ingested"] = True
-            try:
-                history_store.ingest(db, s, lambda: self._runs(s))
-                self._ingest_checked = time.monotonic()
-            except sqlite3.Error as err:
-                s.warnings.append(f"database: could not record the orchestrator's files ({err})")
+
+    def _recent_sessions(self) -> list[dict]:
         try:
-            return read(db)
-        except sqlite3.Error as err:
-            self._db_warning(s, err)
-            return None
+            return self.training.recent_sessions(database.get_db())
+        except (sqlite3.Error, database.DatabaseUnavailable):
+            return []  # the request's own database reads say so
 
     @staticmethod
     def _db_warning(s: OrchestratorState, err: Exception) -> None:
@@ -198,7 +132,7 @@ class LocalDataProvider(DataProvider):
         week = self._window(s, 7)
         system = self._daily(s, None, week[0])
         recent = [system.get(d) for d in week]
-        improvements = {row["id"]: row["improvement"] for row in self._agent_rows(s)
+        improvements = {row["id"]: row["improvement"] for row in agent_rows(s)
                         if row["improvement"] is not None}
         data = {
             "current_phase": progress.get("current_phase") if progress["running"] else "idle",
@@ -214,7 +148,7 @@ class LocalDataProvider(DataProvider):
 
     def quick_stats(self) -> Payload:
         s = self.state()
-        rows = self._agent_rows(s)
+        rows = agent_rows(s)
         cutoff = s.iso(s.now_utc - timedelta(hours=24))  # real hours, also on a 23- or 25-hour day
         errors = sum(1 for e in self._merged_events(s, 1000, ("ERROR", "CRITICAL")) if e["timestamp"] >= cutoff)
         data = {
@@ -223,7 +157,7 @@ class LocalDataProvider(DataProvider):
             "overall_quality": self._overall_quality(s),
             "last_training": s.iso(s.result.get("timestamp")),
             "training_running": s.progress["running"],
-            "active_alerts": len(self._active_alerts(s, self._latest_health())),
+            "active_alerts": len(self._active_alerts(s)),
             "errors_24h": errors,
         }
         return Payload(data, s.warnings)
@@ -232,13 +166,13 @@ class LocalDataProvider(DataProvider):
 
     def agents_status(self) -> Payload:
         s = self.state()
-        return Payload(self._agent_rows(s), s.warnings)
+        return Payload(agent_rows(s), s.warnings)
 
     def agent_detail(self, agent_id: str) -> Payload:
         s = self.state()
         if agent_id not in s.agent_ids:
             raise ApiError(404, f"unknown agent_id: {agent_id}")
-        row = self._agent_row(s, agent_id, s.progress)
+        row = agent_row(s, agent_id, s.progress)
         config = s.config.get("agents", {}).get(agent_id, {})
         module = s.modules.get(agent_id, {})
         history = [{"timestamp": s.iso(p["timestamp"]), "score": p.get("score"),
@@ -251,7 +185,7 @@ class LocalDataProvider(DataProvider):
 
     def agents_health(self) -> Payload:
         s = self.state()
-        rows = self._agent_rows(s)
+        rows = agent_rows(s)
         by_status = {k: sum(1 for r in rows if r["status"] == k) for k in ("online", "offline", "training", "error")}
         below = [r["id"] for r in rows if r["quality_score"] is not None and r["quality_score"] < self.threshold]
         scores = [r["quality_score"] for r in rows if r["quality_score"] is not None]
@@ -270,7 +204,7 @@ class LocalDataProvider(DataProvider):
 
     def training_status(self) -> Payload:
         s = self.state()
-        session = self._running_session(s)  # first: reconciling may end the run the log shows
+        session = self._running_session(s)
         progress, durations = s.progress, self._phase_durations(s)
         data = {"is_running": progress["running"], "current_phase": "idle", "progress_percent": None,
                 "current_agent": None, "estimated_time_remaining_sec": None, "started_at": None,
@@ -330,65 +264,16 @@ class LocalDataProvider(DataProvider):
             s.warnings.append(f"training sessions unavailable: {err}")
             return None
 
-    def _log_run_ended(self, started_iso: Optional[str]) -> Optional[str]:
-        """For OrchestratorState: why the log's unfinished run has ended, if a dashboard session ran it."""
-        try:
-            return self.training.log_run_ended(database.get_db(), started_iso)
-        except (sqlite3.Error, database.DatabaseUnavailable, RuntimeError):
-            return None
-
     def training_history(self, days: int) -> Payload:
         s = self.state()
         first_day = s.now.date() - timedelta(days=days - 1)
         since = s.iso(datetime.combine(first_day, datetime.min.time()))
-        runs = self._from_db(s, lambda db: history_store.runs_since(db, since, self.tz))
-        if runs is None:
-            runs = [dict(run, status=history_store.RUN_STATUS.get(run["status"], run["status"]),
-                         session_id=None, origin="orchestrator") for run in self._runs(s)]
-            runs.sort(key=lambda r: (r["finished_at"] or r["started_at"] or r["date"]), reverse=True)
+        runs = self._from_db(s, lambda db: history_store.runs_since(db, since, self.tz)) or []
+        recorded = {r["finished_at"] for r in runs if r["finished_at"]}
+        runs += [dict(run, status=history_store.RUN_STATUS.get(run["status"], run["status"]), session_id=None,
+                      origin="orchestrator") for run in runs_from_files(s) if run["finished_at"] not in recorded]
+        runs.sort(key=lambda r: (r["finished_at"] or r["started_at"] or r["date"]), reverse=True)
         return Payload([r for r in runs if r["date"] >= first_day.isoformat()], s.warnings)
-
-    def _runs(self, s: OrchestratorState) -> list[dict]:
-        """Completed runs from training_history, failed ones from the log and the result file."""
-        system = {p["timestamp"]: p.get("score") for p in s.metrics.get(SYSTEM_KEY, [])}
-        runs = []
-        for event in s.metrics.get("training_history", []):
-            data = event.get("data") or {}
-            if event.get("event_type") != "holistic_training_complete":
-                continue
-            runs.append(self._run(s, event["timestamp"], data.get("total_time_seconds"), data.get("status"),
-                                  data.get("error"), system.get(event["timestamp"]), data.get("system_quality_delta"),
-                                  data.get("agents_trained"),
-                                  ((data.get("phases") or {}).get("training") or {}).get("agents_failed")))
-        known = {r["finished_at"] for r in runs}
-        for run in s.log_runs():
-            end = run.get("finished_at")
-            if run.get("finished") == "failed" and s.iso(end) not in known:
-                duration = (end - run["started_at"]).total_seconds() if run.get("started_at") else None
-                runs.append(self._run(s, end, duration, "failed", run.get("error"), None, None,
-                                      len(run.get("agents_completed", [])), len(run.get("agents_failed", []))))
-                known.add(s.iso(end))
-        result = s.result
-        if result.get("status") not in (None, "success") and result.get("timestamp") is not None:
-            if not any(self._near(s, r["finished_at"], result["timestamp"]) for r in runs):
-                runs.append(self._run(s, result["timestamp"], result.get("total_time_seconds"), result["status"],
-                                      result.get("error"), None, None, None, None))
-        return runs
-
-    @staticmethod
-    def _near(s: OrchestratorState, iso: Optional[str], naive: datetime, seconds: float = 120) -> bool:
-        if iso is None:
-            return False
-        parsed = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-        return abs((parsed - naive.replace(tzinfo=s.tz)).total_seconds()) < seconds
-
-    @staticmethod
-    def _run(s, finished, duration, status, error, quality, change, trained, failed) -> dict:
-        started = finished - timedelta(seconds=duration) if finished and isinstance(duration, (int, float)) else None
-        return {"date": (started or finished).date().isoformat(), "started_at": s.iso(started),
-                "finished_at": s.iso(finished), "duration_seconds": duration, "overall_quality": quality,
-                "quality_change_percent": change, "agents_trained": trained, "agents_failed": failed,
-                "status": status or "unknown", "error": error}
 
     def training_schedule(self) -> Payload:
         s = self.state()
@@ -414,16 +299,19 @@ class LocalDataProvider(DataProvider):
         s = self.state()
         cutoff = datetime.combine(s.now.date() - timedelta(days=days - 1), datetime.min.time())
         points = self._from_db(s, lambda db: history_store.metric_points(db, metric_name, s.iso(cutoff)))
-        if points is None and metric_name in s.metrics and metric_name != "training_history":
-            points = [{"timestamp": s.iso(p["timestamp"]), "agent": p.get("agent"),
-                       "value": history_store.point_value(p)} for p in s.metrics[metric_name] if p["timestamp"] >= cutoff]
+        if metric_name in s.metrics and metric_name != "training_history":
+            from_file = [{"timestamp": s.iso(p["timestamp"]), "agent": p.get("agent"),
+                          "value": history_store.point_value(p)} for p in s.metrics[metric_name] if p["timestamp"] >= cutoff]
+            recorded = {p["timestamp"] for p in points or []}
+            points = sorted((points or []) + [p for p in from_file if p["timestamp"] not in recorded],
+                            key=lambda p: p["timestamp"])
         if points is None:
             raise ApiError(404, f"unknown metric_name: {metric_name}")
         return Payload({"metric": metric_name, "days": days, "points": points}, s.warnings)
 
     def metrics_comparison(self) -> Payload:
         s = self.state()
-        rows = self._agent_rows(s)
+        rows = agent_rows(s)
         ranks = rank_desc({r["id"]: r["quality_score"] for r in rows})
         table = [{"id": r["id"], "name": r["name"], "quality_score": r["quality_score"],
                   "processing_time_ms": r["processing_time_ms"], "improvement": r["improvement"],
@@ -497,79 +385,14 @@ class LocalDataProvider(DataProvider):
 
     def system_alerts(self) -> Payload:
         s = self.state()
-        return Payload(self._active_alerts(s, self._latest_health()), s.warnings)
+        return Payload(self._active_alerts(s), s.warnings)
 
-    def refresh_alerts(self, sample: dict) -> None:
-        s = self.state()
-        self._active_alerts(s, sample)
-
-    def _latest_health(self) -> dict:
-        return health.current(self.disk_path)
-
-    def _active_alerts(self, s: OrchestratorState, sample: dict) -> list[dict]:
-        """Current alerts, with the time each began; raised and cleared ones recorded as events."""
-        # CPU is judged on the last minutes' stored samples (when the sampler runs), not one spike.
-        cpu = self._from_db(s, lambda db: sampler.recent_average(db, "cpu_percent", CPU_ALERT_WINDOW_SECONDS,
-                                                                 now=s.now_utc))
-        if cpu is not None:
-            sample = {**sample, "cpu_percent": cpu}
-        current = self._alerts(s) + self._host_alerts(sample)
-        synced = self._from_db(s, lambda db: events.sync_alerts(db, current))
-        return synced if synced is not None else current
-
-    def _host_alerts(self, sample: dict) -> list[dict]:
-        """CPU, memory and disk over their configured warning/critical thresholds."""
-        alerts = []
-        for resource, key in (("cpu", "cpu_percent"), ("memory", "memory_percent"), ("disk", "disk_percent")):
-            value = sample.get(key)
-            if value is None:
-                continue
-            limits = current_app.config
-            for severity in ("critical", "warning"):
-                limit = limits[f"ALERT_{resource.upper()}_{severity.upper()}"]
-                if value >= limit:
-                    alerts.append({"id": f"host.{resource}", "severity": severity, "source": "host",
-                                   "message": f"{resource} at {value:.0f}% (≥ {limit:g}% {severity} threshold)",
-                                   "since": sample.get("timestamp")})
-                    break
-        return alerts
-
-    def _alerts(self, s: OrchestratorState) -> list[dict]:
-        """Alerts the orchestrator's files raise: a failed last run, an overdue run, weak or failing agents."""
-        alerts = []
-        result = s.result
-        if result.get("status") not in (None, "success"):
-            alerts.append({"id": "training.last_run_failed", "severity": "critical", "source": "training",
-                           "message": f"last training run {result['status']}: {result.get('error') or 'no reason given'}",
-                           "since": s.iso(result.get("timestamp"))})
-        last = result.get("timestamp")
-        interval = s.schedule_interval(last) if last and s.config.get("enabled") is not False else None
-        # 1.5 intervals of wall time after the last run, as a real instant (DST: local_instant).
-        deadline = local_instant(last + interval * 1.5, s.tz) if interval is not None else None
-        if deadline is not None and s.now_utc > deadline and not s.progress["running"]:
-            alerts.append({"id": "training.overdue", "severity": "warning", "source": "training",
-                           "message": f"no training run since {s.iso(last)} (schedule {s.schedule})",
-                           "since": s.iso(deadline)})
-        for row in self._agent_rows(s):
-            if row["status"] == "error":
-                alerts.append({"id": f"agent.{row['id']}.failed", "severity": "warning", "source": row["id"],
-                               "message": f"{row['name']} failed its last training",
-                               "since": s.iso(s.attempts(row["id"])[-1]["timestamp"])})
-            if row["quality_score"] is not None and row["quality_score"] < self.threshold:
-                alerts.append({"id": f"agent.{row['id']}.low_quality", "severity": "warning", "source": row["id"],
-                               "message": f"{row['name']} quality {row['quality_score']} is below {self.threshold}",
-                               "since": self._below_since(s, row["id"])})
-        return alerts
-
-    def _below_since(self, s: OrchestratorState, agent_id: str) -> Optional[str]:
-        since = None
-        for point in s.quality_points(agent_id):
-            score = point.get("score")
-            if score is not None and score < self.threshold:
-                since = since or point["timestamp"]
-            elif score is not None:
-                since = None
-        return s.iso(since)
+    def _active_alerts(self, s: OrchestratorState) -> list[dict]:
+        """Current alerts, each `since` when it began (as the ingester recorded it, else by its rule)."""
+        sample = self._from_db(s, lambda db: sampler.alert_sample(db, self.disk_path, s.now_utc))
+        current = alert_rules.current_alerts(s, agent_rows(s), self.threshold,
+                                             sample or health.current(self.disk_path), self.alert_limits)
+        return events.with_starts(current, self._from_db(s, events.alert_starts) or {})
 
     # --- logs ---
 

@@ -116,13 +116,14 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Readiness: the database takes a write and the data source is readable; 503 naming what is not."""
+    """Readiness: the database answers and could take a write, the data source is readable; 503 naming
+    what is not. Checked without writing (a probe never changes what it watches)."""
     checks = {"database": "ok", "data_source": "ok"}
     try:
-        db = database.get_db()
-        with database.transaction(db):
-            db.execute("INSERT INTO readiness_probe (id, checked_at) VALUES (1, ?)"
-                       " ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at", (database.utc_now(),))
+        database.get_db().execute("SELECT 1 FROM storyboard_projects LIMIT 1").fetchall()
+        problem = database.write_problem(current_app.config["DATABASE_PATH"])
+        if problem:
+            checks["database"] = f"not writable: {problem}"
     except (sqlite3.Error, database.DatabaseUnavailable) as err:
         checks["database"] = f"not writable: {err}"
     try:

@@ -5,11 +5,13 @@ problem met is added to `warnings`, so a response can say what it could not read
 """
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime, timedelta, timezone, tzinfo
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Optional
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Iterable, Optional
 
 from croniter import CroniterBadDateError, croniter
 
@@ -23,6 +25,15 @@ DEFAULT_RUN_TIMEOUT = 1800.0
 # Reports read per request: twice the orchestrator's 30-day retention. History reaches further back
 # through the database, which records every report once (history_store).
 REPORT_WINDOW = 60
+# A dashboard session starts a moment before the log shows its run (both clocks are this host's).
+SESSION_SKEW = timedelta(seconds=2)
+
+
+def _parse_utc(text: Optional[str]) -> Optional[datetime]:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None
 
 
 def local_instant(naive: datetime, tz: tzinfo) -> datetime:
@@ -41,16 +52,42 @@ def local_instant(naive: datetime, tz: tzinfo) -> datetime:
     return datetime.fromtimestamp(hi, timezone.utc)
 
 
+def orchestrator_zone(name: str):
+    """The orchestrator's time zone: a tz database name, or this server's local zone when empty."""
+    if not name:
+        return server_zone()
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"ORCHESTRATOR_TIMEZONE {name!r} is not a known time zone") from None
+
+
+def server_zone():
+    """This server's zone with its DST rules (TZ, else /etc/localtime), else its current UTC offset."""
+    key = os.environ.get("TZ", "").removeprefix(":")
+    try:
+        if key:
+            return ZoneInfo(key)
+        with open("/etc/localtime", "rb") as handle:
+            return ZoneInfo.from_file(handle, key="localtime")
+    except (OSError, ValueError, ZoneInfoNotFoundError):
+        return datetime.now().astimezone().tzinfo  # a fixed offset: right only until the next DST switch
+
+
+def wall_clock() -> datetime:
+    """Now, as an aware UTC datetime (the provider's default clock)."""
+    return datetime.now(timezone.utc)
+
+
 class OrchestratorState:
     """A read-only view of one orchestrator folder, in the orchestrator's time zone."""
 
-    def __init__(self, root: Path, tz: tzinfo, now: Optional[datetime] = None,
-                 run_ended: Optional[Callable[[Optional[str]], Optional[str]]] = None):
+    def __init__(self, root: Path, tz: tzinfo, now: Optional[datetime] = None, sessions: Iterable[dict] = ()):
         self.root = Path(root)
         self.tz = tz
-        # Given the UTC start of a run the log shows unfinished: why it has in fact ended (its
-        # supervisor saw it end, e.g. killed without a final line), or None. Set by the provider.
-        self.run_ended = run_ended
+        # The newest dashboard training sessions (TrainingController.recent_sessions), newest first: a run
+        # the log shows unfinished has ended when the session that started it has (killed, no final line).
+        self.sessions = list(sessions)
         self.now_utc = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
         self.now = self.now_utc.astimezone(tz).replace(tzinfo=None)  # naive local, like the files' times
         self.warnings: list[str] = []
@@ -202,14 +239,28 @@ class OrchestratorState:
                 f"logs: the run started {self.iso(progress.get('started_at'))} never finished "
                 f"(no log line since {self.iso(last)}); treated as not running")
             running = False
-        if running and self.run_ended is not None:
-            reason = self.run_ended(self.iso(progress.get("started_at")))
+        if running:
+            reason = self._ended_session(progress.get("started_at"))
             if reason:
                 self.warnings.append(f"logs: the run started {self.iso(progress.get('started_at'))} has no final"
                                      f" line, but {reason}; treated as not running")
                 running = False
         progress["running"] = bool(running)
         return progress
+
+    def _ended_session(self, started: Optional[datetime]) -> Optional[str]:
+        """Why the log's unfinished run that started at `started` (naive local) has ended, if a dashboard
+        session ran it: the newest session that started before it (within SESSION_SKEW) has ended since."""
+        start = local_instant(started, self.tz) if started else None
+        for session in self.sessions:
+            begun = _parse_utc(session["started_at"])
+            if start is None or begun is None or begun > start + SESSION_SKEW:
+                continue
+            ended = _parse_utc(session["ended_at"]) if session["status"] != "running" else None
+            if ended is None or ended < start.replace(microsecond=0):  # whole seconds, the same clock
+                return None
+            return f"dashboard session {session['session_id']} that ran it ended ({session['status']}) at {session['ended_at']}"
+        return None
 
     def log_runs(self) -> list[dict]:
         """Every run visible in the newest log window, each described by parse_run_progress."""

@@ -1,11 +1,8 @@
-"""The psutil health sampler: one leader across all gunicorn workers, elected with flock."""
+"""The psutil health sampler: one leader across all gunicorn workers (background.LeaderLoop)."""
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import sqlite3
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -13,12 +10,14 @@ from typing import Callable, Optional
 
 import database
 import health
+from background import LeaderLoop
 
 log = logging.getLogger(__name__)
 
 SAMPLE_COLUMNS = ("cpu_percent", "memory_percent", "disk_percent", "uptime_seconds", "active_connections")
 PRUNE_EVERY_SECONDS = 3600
 CHECKPOINT_EVERY_SECONDS = 60
+CPU_ALERT_WINDOW_SECONDS = 300
 
 
 def store_sample(conn: sqlite3.Connection, sample: dict) -> None:
@@ -47,6 +46,14 @@ def recent_average(conn: sqlite3.Connection, column: str, seconds: int,
     return None if row[0] is None else round(row[0], 1)
 
 
+def alert_sample(conn: sqlite3.Connection, disk_path: str, now: Optional[datetime] = None) -> dict:
+    """A live reading for the host alerts, its CPU the mean of the stored samples of the last
+    CPU_ALERT_WINDOW_SECONDS when the sampler runs (a load, not one spike)."""
+    sample = health.current(disk_path)
+    cpu = recent_average(conn, "cpu_percent", CPU_ALERT_WINDOW_SECONDS, now=now)
+    return sample if cpu is None else {**sample, "cpu_percent": cpu}
+
+
 def history(conn: sqlite3.Connection, hours: int, max_points: int = 720,
             now: Optional[datetime] = None) -> list[dict]:
     """Readings of the `hours` before `now` (default: the wall clock), oldest first, averaged into at
@@ -70,101 +77,30 @@ def prune(conn: sqlite3.Connection, retention_days: int, now: Optional[datetime]
         return conn.execute("DELETE FROM system_health WHERE timestamp < ?", (cutoff,)).rowcount
 
 
-class Sampler:
-    """Every `interval` s, if this process holds the leader lock, store one reading and run `on_sample`.
+class Sampler(LeaderLoop):
+    """Every `interval` s, as the leader, store one reading and run `on_sample`; prune old readings hourly
+    and checkpoint the WAL every minute."""
 
-    Every worker runs a Sampler thread; only the one holding `<db>.sampler.lock` samples, and another
-    takes over within one interval when the leader dies. Ticks are aligned to the wall clock.
-    """
+    name, label = "sampler", "health sampler"
 
     def __init__(self, db_path: Path, interval: int, retention_days: int, disk_path: str = "/",
                  on_sample: Optional[Callable[[sqlite3.Connection, dict], None]] = None):
-        self.db_path, self.interval, self.retention_days = Path(db_path), interval, retention_days
-        self.disk_path, self.on_sample = disk_path, on_sample
-        self._lock_file = None
+        super().__init__(db_path, interval)
+        self.retention_days, self.disk_path, self.on_sample = retention_days, disk_path, on_sample
+        self._last_prune, self._last_checkpoint = float("-inf"), time.monotonic()
 
-    def start(self) -> "Sampler":
-        """Start the background thread."""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="health-sampler", daemon=True)
-        self._thread.start()
-        _running.add(self)
-        return self
-
-    def stop(self, timeout: float = 5) -> None:
-        """Stop the thread and give up leadership."""
-        _running.discard(self)
-        self._stop.set()
-        self._thread.join(timeout)
-
-    @property
-    def is_leader(self) -> bool:
-        """Whether this process holds the sampler lock."""
-        return self._lock_file is not None
-
-    def _try_lead(self) -> bool:
-        if self._lock_file is None:
-            handle = open(f"{self.db_path}.sampler.lock", "a+")
+    def tick(self, conn: sqlite3.Connection) -> None:
+        """Store a reading, then prune and checkpoint when due."""
+        sample = health.read_sample(self.disk_path)
+        store_sample(conn, sample)
+        if self.on_sample is not None:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
-                return False
-            self._lock_file = handle
-            log.info("health sampler: this process is the leader (every %ss)", self.interval)
-        return True
-
-    def _run(self) -> None:
-        conn, last_prune, last_checkpoint = None, 0.0, time.monotonic()
-        try:
-            while not self._stop.wait(self.interval - time.time() % self.interval):
-                try:
-                    if not self._try_lead():
-                        continue
-                    conn = conn or database.connect(self.db_path)
-                    sample = health.read_sample(self.disk_path)
-                    store_sample(conn, sample)
-                    if self.on_sample is not None:
-                        try:
-                            self.on_sample(conn, sample)
-                        except Exception:  # noqa: BLE001 - a failing callback must not end sampling
-                            log.exception("health sampler: on_sample failed")
-                    if time.monotonic() - last_prune > PRUNE_EVERY_SECONDS:
-                        prune(conn, self.retention_days)
-                        last_prune = time.monotonic()
-                    if time.monotonic() - last_checkpoint > CHECKPOINT_EVERY_SECONDS:
-                        # Empties the WAL even when readers never pause (checkpoint starvation).
-                        database.checkpoint(conn)
-                        last_checkpoint = time.monotonic()
-                except (sqlite3.Error, OSError) as err:
-                    log.warning("health sampler: %s", err)
-                    if conn is not None:
-                        conn.close()
-                    conn = None
-        finally:
-            if conn is not None:
-                conn.close()
-            if self._lock_file is not None:
-                self._lock_file.close()
-                self._lock_file = None
-
-
-# A process that forks (gunicorn's master under --preload) hands its samplers to its children: they stop
-# before the fork, closing their connection and lock so no child inherits them, and each child starts its own.
-_running: set[Sampler] = set()
-_handed_to_children: list[Sampler] = []
-
-
-def _before_fork() -> None:
-    for sampler in list(_running):
-        sampler.stop()
-        _handed_to_children.append(sampler)
-
-
-def _after_fork_in_child() -> None:
-    for sampler in _handed_to_children:
-        sampler.start()
-    _handed_to_children.clear()
-
-
-os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+                self.on_sample(conn, sample)
+            except Exception:  # noqa: BLE001 - a failing callback must not end sampling
+                log.exception("health sampler: on_sample failed")
+        if time.monotonic() - self._last_prune > PRUNE_EVERY_SECONDS:
+            prune(conn, self.retention_days)
+            self._last_prune = time.monotonic()
+        if time.monotonic() - self._last_checkpoint > CHECKPOINT_EVERY_SECONDS:
+            database.checkpoint(conn)  # empties the WAL even when readers never pause (checkpoint starvation)
+            self._last_checkpoint = time.monotonic()

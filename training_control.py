@@ -9,7 +9,8 @@
   `<run dir>/exit_status.json` and to the session row, whatever happened to the worker that started it.
 - **Reconciling.** A `running` row whose wrapper is gone (pid dead, a zombie, or reused: the create
   time in `wrapper.json` differs) is closed from `exit_status.json` when present, else as `failed`
-  with "lost: ..." (an orphaned command is killed first). Done on every start, stop and status.
+  with "lost: ..." (an orphaned command is killed first). Done by the ingester every second and by
+  every start and stop; reads show such a row as ended already (`view`) and never write.
 - **Stop.** SIGTERM to the wrapper (and a `stop_requested` file); the wrapper forwards SIGTERM to the
   command's process group and SIGKILLs the group after TRAINING_STOP_GRACE_SECONDS.
 
@@ -30,7 +31,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 WRAPPER = Path(tw.__file__).resolve()
 LOCK_TIMEOUT_SECONDS = 10.0
 MAX_STOP_WAIT_SECONDS = 5.0
-LOG_SKEW = timedelta(seconds=2)
 SESSION_COLUMNS = ("id, status, origin, start_time, end_time, duration_seconds, exit_code, error_message, pid,"
                    " command, output_path")
 
@@ -62,19 +61,6 @@ def command_argv(command: str) -> list[str]:
     if argv[0] in ("python", "python3"):
         argv[0] = sys.executable
     return argv
-
-
-def _parse_utc(text: Optional[str]) -> Optional[datetime]:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def session_view(row) -> dict:
@@ -189,36 +175,40 @@ class TrainingController:
         except sqlite3.Error as err:
             log.warning("training event not recorded: %s", err)
 
-    # --- reads ---
+    # --- reads (they never write: the ingester reconciles) ---
+
+    def view(self, row) -> dict:
+        """A session as the API shows it; a `running` row whose wrapper is gone shows how it ended (its
+        exit_status.json, else as lost) before the ingester records that."""
+        view = session_view(row)
+        if row["status"] != "running" or row["origin"] != "dashboard" or self._wrapper_alive(row):
+            return view
+        run_dir = self.run_dir(row)
+        outcome = tw.read_json(run_dir / tw.EXIT_FILE)
+        if outcome is None or outcome.get("status") not in ("completed", "failed", "stopped"):
+            outcome = {"status": "stopped" if (run_dir / tw.STOP_FILE).exists() else "failed", "exit_code": None,
+                       "error_message": f"lost: the wrapper process {row['pid']} is gone and recorded no exit status"}
+        view.update(status=outcome["status"], exit_code=outcome.get("exit_code"),
+                    error_message=outcome.get("error_message"), ended_at=outcome.get("ended_at") or view["ended_at"])
+        return view
 
     def running_session(self, conn: sqlite3.Connection) -> Optional[dict]:
-        """The running session (any origin) after reconciling, or None."""
-        self.reconcile(conn)
+        """The running session (any origin), or None."""
         row = self._running_row(conn)
-        return session_view(row) if row else None
+        view = self.view(row) if row else None
+        return view if view and view["status"] == "running" else None
 
     def session(self, conn: sqlite3.Connection, session_id: int) -> Optional[dict]:
-        """One session (reconciled first), or None."""
-        self.reconcile(conn)
+        """One session, or None."""
         row = self._row(conn, session_id)
-        return session_view(row) if row else None
+        return self.view(row) if row else None
 
-    def log_run_ended(self, conn: sqlite3.Connection, started_iso: Optional[str]) -> Optional[str]:
-        """Why a run the log shows as unfinished has in fact ended, if a dashboard session ran it; else None.
-
-        The run belongs to the newest dashboard session that started before it (within LOG_SKEW); if that
-        session has ended since the run started, the run's process is gone even without a final log line.
-        """
-        started = _parse_utc(started_iso)
-        if started is None:
-            return None
-        row = conn.execute("SELECT id, status, end_time FROM training_sessions WHERE origin = 'dashboard'"
-                           " AND start_time <= ? ORDER BY start_time DESC, id DESC LIMIT 1",
-                           (_iso(started + LOG_SKEW),)).fetchone()
-        ended = _parse_utc(row["end_time"]) if row is not None and row["status"] != "running" else None
-        if ended is None or ended < started:  # both are whole seconds, truncated, from the same clock
-            return None
-        return f"dashboard session {row['id']} that ran it ended ({row['status']}) at {row['end_time']}"
+    def recent_sessions(self, conn: sqlite3.Connection, limit: int = 5) -> list[dict]:
+        """The newest dashboard sessions, newest first, as reads see them (OrchestratorState matches the
+        log's unfinished run to them)."""
+        rows = conn.execute(f"SELECT {SESSION_COLUMNS} FROM training_sessions WHERE origin = 'dashboard'"
+                            " ORDER BY start_time DESC, id DESC LIMIT ?", (limit,)).fetchall()
+        return [self.view(row) for row in rows]
 
     # --- start ---
 

@@ -1,8 +1,10 @@
 """Fixtures: orchestrator folders written by the example orchestrator, the app, a client."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -87,13 +89,22 @@ def make_app(tmp_path):
     def make(root: Path, **config):
         settings = {"TESTING": True, "ORCHESTRATOR_PATH": root, "DATABASE_PATH": tmp_path / "db.sqlite",
                     "LOG_FILE": None, "HEALTH_SAMPLE_SECONDS": 0, "TRAINING_RUNS_DIR": tmp_path / "runs",
-                    "RESPONSE_CACHE_SECONDS": 0,
+                    "RESPONSE_CACHE_SECONDS": 0, "INGEST_SECONDS": 0,
                     # Host alerts depend on this machine's load; tests that check them set thresholds.
                     **{f"ALERT_{r}_{lvl}": 101.0 for r in ("CPU", "MEMORY", "DISK") for lvl in ("WARNING", "CRITICAL")}}
         settings.update(config)
-        return create_app(settings)
+        app = create_app(settings)
+        if settings.get("INGEST_SECONDS", 0) == 0:
+            with contextlib.suppress(sqlite3.Error, OSError):  # a test of a broken database
+                ingest(app)
+        return app
 
     return make
+
+
+def ingest(app) -> None:
+    """One ingester round now, as its thread would do it (off in the test apps: INGEST_SECONDS=0)."""
+    app.extensions["ingester"].run_once()
 
 
 @pytest.fixture

@@ -1,0 +1,57 @@
+"""Training runs as the orchestrator's files describe them: completed runs from `training_history`,
+failed ones from the run log and from holistic_training_result.json (which only keeps the latest)."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Optional
+
+from orchestrator_state import SYSTEM_KEY, OrchestratorState
+
+# How close (s) the result file's timestamp must be to a run's end to be that run.
+SAME_END_SECONDS = 120
+
+
+def run_row(s: OrchestratorState, finished: Optional[datetime], duration: Optional[float], status: Optional[str],
+            *, error: Optional[str] = None, quality: Optional[float] = None, change: Optional[float] = None,
+            trained: Optional[int] = None, failed: Optional[int] = None) -> dict:
+    """One run in the API's words (contract.TrainingRun without session_id/origin), times in UTC."""
+    started = finished - timedelta(seconds=duration) if finished and isinstance(duration, (int, float)) else None
+    return {"date": (started or finished).date().isoformat(), "started_at": s.iso(started),
+            "finished_at": s.iso(finished), "duration_seconds": duration, "overall_quality": quality,
+            "quality_change_percent": change, "agents_trained": trained, "agents_failed": failed,
+            "status": status or "unknown", "error": error}
+
+
+def runs_from_files(s: OrchestratorState) -> list[dict]:
+    """Every run the files describe, unordered: each completed, failed or interrupted run once."""
+    system = {p["timestamp"]: p.get("score") for p in s.metrics.get(SYSTEM_KEY, [])}
+    runs = []
+    for event in s.metrics.get("training_history", []):
+        data = event.get("data") or {}
+        if event.get("event_type") != "holistic_training_complete":
+            continue
+        runs.append(run_row(s, event["timestamp"], data.get("total_time_seconds"), data.get("status"),
+                            error=data.get("error"), quality=system.get(event["timestamp"]),
+                            change=data.get("system_quality_delta"), trained=data.get("agents_trained"),
+                            failed=((data.get("phases") or {}).get("training") or {}).get("agents_failed")))
+    known = {r["finished_at"] for r in runs}
+    for run in s.log_runs():
+        end = run.get("finished_at")
+        if run.get("finished") == "failed" and s.iso(end) not in known:
+            duration = (end - run["started_at"]).total_seconds() if run.get("started_at") else None
+            runs.append(run_row(s, end, duration, "failed", error=run.get("error"),
+                                trained=len(run.get("agents_completed", [])), failed=len(run.get("agents_failed", []))))
+            known.add(s.iso(end))
+    result = s.result
+    if result.get("status") not in (None, "success") and result.get("timestamp") is not None:
+        if not any(_near(s, r["finished_at"], result["timestamp"]) for r in runs):
+            runs.append(run_row(s, result["timestamp"], result.get("total_time_seconds"), result["status"],
+                                error=result.get("error")))
+    return runs
+
+
+def _near(s: OrchestratorState, iso: Optional[str], naive: datetime) -> bool:
+    if iso is None:
+        return False
+    parsed = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return abs((parsed - naive.replace(tzinfo=s.tz)).total_seconds()) < SAME_END_SECONDS
