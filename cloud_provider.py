@@ -9,6 +9,7 @@ from urllib.parse import quote, urlencode
 from pydantic import TypeAdapter, ValidationError
 
 import cloud_client
+import database
 from contract import RESPONSES, LogEvent, NewProject, Payload
 from data_providers import DataProvider
 from errors import ApiError
@@ -75,14 +76,18 @@ class CloudDataProvider(DataProvider):
 
     The HTTP layer (sessions, retries, timeouts, failures as ApiError) is cloud_client.CloudClient. Every
     answer is checked against contract.RESPONSES (a mismatch is a 502 naming the field); GET answers are
-    cached for CLOUD_CACHE_SECONDS per process; upstream warnings (body or X-Data-Warnings) are passed on.
+    cached for CLOUD_CACHE_SECONDS per process, and only until a POST through any worker of this instance
+    (the cache generation, see response_cache); upstream warnings (body or X-Data-Warnings) are passed on.
     """
 
     name = "cloud"
 
     def __init__(self, config: dict):
         self.client = cloud_client.CloudClient.from_config(config)
-        self.cache = cloud_client.TTLCache(config.get("CLOUD_CACHE_SECONDS", 2))
+        # Held only while this instance's cache generation (bumped by every worker's successful POST) stands.
+        generations = database.generations(config["DATABASE_PATH"]) if config.get("DATABASE_PATH") else None
+        self.cache = cloud_client.TTLCache(config.get("CLOUD_CACHE_SECONDS", 2),
+                                           generation=generations.stamp if generations else None)
 
     # --- plumbing ---
 

@@ -97,6 +97,28 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX idx_projects_created ON storyboard_projects (created_at)
     """,
+    # 5: a counter per path prefix, bumped by each successful POST: every worker's cached answers under a
+    # prefix hold only while its counter is unchanged (Generations, response_cache).
+    """
+    CREATE TABLE cache_generations (
+        prefix TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    )
+    """,
+    # 6: where the ingester stopped in each growing file (points per series of the metrics file), so a
+    # rewritten file is read on from there, not recorded again; and two agents' points in the same second
+    # of one series (success_rate, training_speed_ms) are two rows, not one overwriting the other.
+    """
+    DROP INDEX idx_metrics_natural;
+    CREATE UNIQUE INDEX idx_metrics_natural ON metrics (source, metric_type, timestamp, COALESCE(agent_id, ''));
+    CREATE TABLE ingest_cursors (
+        path TEXT NOT NULL,
+        series TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        last_key TEXT,
+        PRIMARY KEY (path, series)
+    )
+    """,
 ]
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
@@ -290,6 +312,72 @@ def write_problem(path: Path | str) -> str | None:
 def utc_now() -> str:
     """Now, as the API's ISO 8601 UTC string."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- cache generations: what every worker's caches check before replaying an answer ---
+
+def bump_generations(conn: sqlite3.Connection, prefixes: tuple[str, ...]) -> None:
+    """Count one write under each path prefix: cached answers of paths under them are no longer valid."""
+    with transaction(conn):
+        conn.executemany("INSERT INTO cache_generations (prefix, value) VALUES (?, 1)"
+                         " ON CONFLICT (prefix) DO UPDATE SET value = value + 1", [(p,) for p in prefixes])
+
+
+class Generations:
+    """The cache_generations counters of one database, as this process last read them.
+
+    Read on a connection of their own that never writes, so `PRAGMA data_version` (unchanged until another
+    connection, of any process, commits; no disk read) tells whether the table must be read again. Opened on
+    first use, in the process that serves (never in a --preload master). stamp() is None while the database
+    cannot be read: the caches then fall back to their TTL alone.
+    """
+
+    RETRY_SECONDS = 1.0  # after a failure, how long stamp() answers None before trying to connect again
+
+    def __init__(self, path: Path | str):
+        self.path = str(path)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._version: int | None = None
+        self._rows: tuple[tuple[str, int], ...] = ()
+        self._retry_at = 0.0
+
+    def stamp(self, path: str) -> int | None:
+        """The sum of the counters of every prefix of `path` (it only grows); None when unreadable."""
+        rows = self._current()
+        return None if rows is None else sum(value for prefix, value in rows if path.startswith(prefix))
+
+    def _current(self) -> tuple[tuple[str, int], ...] | None:
+        with self._lock:
+            try:
+                if self._conn is None:
+                    if time.monotonic() < self._retry_at:
+                        return None
+                    self._conn = connect(self.path)
+                    self._conn.execute("PRAGMA busy_timeout = 100")  # a request never waits long for this
+                    self._version = None
+                version = self._conn.execute("PRAGMA data_version").fetchone()[0]  # before the read below
+                if version != self._version:
+                    rows = self._conn.execute("SELECT prefix, value FROM cache_generations").fetchall()
+                    self._rows = tuple(tuple(row) for row in rows)
+                    self._version = version
+                return self._rows
+            except (sqlite3.Error, OSError) as err:
+                log.debug("cache generations unreadable (caches use their TTL alone): %s", err)
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn, self._retry_at = None, time.monotonic() + self.RETRY_SECONDS
+                return None
+
+
+_generations: dict[str, Generations] = {}
+_generations_lock = threading.Lock()
+
+
+def generations(path: Path | str) -> Generations:
+    """This process's one Generations of the database at `path` (shared by its caches)."""
+    with _generations_lock:
+        return _generations.setdefault(str(path), Generations(path))
 
 
 # --- storyboard ---

@@ -2,14 +2,21 @@
 
 Within RESPONSE_CACHE_SECONDS an answer is served again exactly as it was sent, headers included, by a
 WSGI layer in front of Flask: a cache hit skips routing and every hook, and is only logged and counted.
-When an answer has expired, one request recomputes it while others get the previous one. Answers are
-kept per path, query and Origin (the CORS headers differ by origin), and only for readers the key check
-lets through. `If-None-Match` is answered here: a matching ETag gets a 304. A POST in this process
-forgets the answers of the areas it changes (changed_by; other workers catch up within
-RESPONSE_CACHE_SECONDS). 0 turns the cache off.
+Answers are kept per path, query and Origin (the CORS headers differ by origin), and only for readers the
+key check lets through. `If-None-Match` is answered here: a matching ETag gets a 304. 0 turns the cache off.
+
+Writes show at once on every worker: each answer carries the generation of its path (database.Generations,
+counters in SQLite read before the answer is computed), and is replayed only while that is unchanged. A
+successful POST bumps the counters of the areas it changes (changed_by) before its answer is sent, so the
+next read on any worker computes afresh; a POST in this process also forgets those areas' answers here at
+once, whatever its outcome. When an answer has only expired, one request recomputes it while others get
+the previous one; after a write, nobody gets the previous one. When the generation cannot be read, the
+TTL alone bounds an answer's age, as it does for changes that are not API writes (the orchestrator's files).
 """
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -19,7 +26,10 @@ from flask import Flask, request
 from werkzeug.http import parse_etags, unquote_etag
 
 import auth
+import database
 import monitoring
+
+log = logging.getLogger(__name__)
 
 UNCACHED = ("/api/stream", "/api/logs/export")
 ALSO_CACHED = frozenset({"/healthz"})  # liveness: a replay shows the worker answers as well as a fresh one
@@ -29,6 +39,7 @@ NOT_IN_304 = frozenset({"content-type", "content-length"})
 
 class Entry(NamedTuple):
     expires: float
+    generation: Optional[int]  # database.Generations.stamp of the path when the answer was computed
     body: bytes
     headers: list
     etag: Optional[str]
@@ -52,9 +63,10 @@ class ResponseCache:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def put(self, key: tuple, body: bytes, headers: list, endpoint: str) -> Entry:
+    def put(self, key: tuple, generation: Optional[int], body: bytes, headers: list, endpoint: str) -> Entry:
         etag = next((v for k, v in headers if k.lower() == "etag"), None)
-        entry = Entry(time.monotonic() + self.ttl, body, headers, etag and unquote_etag(etag)[0], endpoint)
+        entry = Entry(time.monotonic() + self.ttl, generation, body, headers, etag and unquote_etag(etag)[0],
+                      endpoint)
         with self._guard:
             self._entries[key] = entry
             self._entries.move_to_end(key)
@@ -71,29 +83,36 @@ class ResponseCache:
 
 
 class CachedAnswers:
-    """WSGI middleware: serves fresh cached GET answers, and stores the 200 JSON answers of the app."""
+    """WSGI middleware: serves fresh cached GET answers, and stores the 200 JSON answers of the app.
 
-    def __init__(self, wsgi_app: Callable, cache: ResponseCache, may_read: Callable[[str, str], bool]):
+    `generation(path)` is the current generation of a path (None when unknown: the TTL alone decides)."""
+
+    def __init__(self, wsgi_app: Callable, cache: ResponseCache, may_read: Callable[[str, str], bool],
+                 generation: Callable[[str], Optional[int]] = lambda path: None):
         self.wsgi_app = wsgi_app
         self.cache = cache
         self.may_read = may_read
+        self.generation = generation
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         key = self._key(environ)
         if key is None:
             return self.wsgi_app(environ, start_response)
         started = time.perf_counter()
+        generation = self.generation(key[0])
         entry = self.cache.get(key)
-        if entry is not None and entry.expires > time.monotonic():
+        current = entry is not None and entry.generation == generation  # no write since it was computed
+        if current and entry.expires > time.monotonic():
             return self._replay(entry, environ, start_response, started)
         lock = self.cache.lock_for(key)
-        if not lock.acquire(blocking=entry is None):
-            return self._replay(entry, environ, start_response, started)  # recomputing: the last one will do
+        if not lock.acquire(blocking=not current):
+            return self._replay(entry, environ, start_response, started)  # only expired: the last one will do
         try:
+            generation = self.generation(key[0])  # read before computing: a write from now on outdates it
             fresh = self.cache.get(key)
-            if fresh is not None and fresh.expires > time.monotonic():  # computed while we waited
-                return self._replay(fresh, environ, start_response, started)
-            return self._compute(key, environ, start_response)
+            if fresh is not None and fresh.generation == generation and fresh.expires > time.monotonic():
+                return self._replay(fresh, environ, start_response, started)  # computed while we waited
+            return self._compute(key, generation, environ, start_response)
         finally:
             lock.release()
 
@@ -106,7 +125,8 @@ class CachedAnswers:
             return None
         return path, environ.get("QUERY_STRING", ""), environ.get("HTTP_ORIGIN", "")
 
-    def _compute(self, key: tuple, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def _compute(self, key: tuple, generation: Optional[int], environ: dict,
+                 start_response: Callable) -> Iterable[bytes]:
         """Run the app without the conditional header (so a 200 can be kept), then answer as a hit would."""
         if_none_match = environ.pop("HTTP_IF_NONE_MATCH", None)
         captured: list = []
@@ -126,7 +146,7 @@ class CachedAnswers:
         if not (status.startswith("200") and content_type.startswith("application/json")):
             start_response(status, headers)
             return [body]
-        entry = self.cache.put(key, body, headers, environ.get(monitoring.ENDPOINT_KEY, "unmatched"))
+        entry = self.cache.put(key, generation, body, headers, environ.get(monitoring.ENDPOINT_KEY, "unmatched"))
         if if_none_match is not None:
             environ["HTTP_IF_NONE_MATCH"] = if_none_match
         return self._answer(entry, environ, start_response)
@@ -158,13 +178,28 @@ def changed_by(post_path: str) -> tuple[str, ...]:
 
 
 def init_app(app: Flask) -> None:
-    """Put the cache in front of the app; a POST (past the key check) empties it."""
+    """Put the cache in front of the app; a POST (past the key check) empties its areas here, and a
+    successful one bumps their generation for every worker (also for the cloud provider's cache)."""
     ttl = app.config["RESPONSE_CACHE_SECONDS"]
+    cloud_cache = app.config["ENVIRONMENT"] == "cloud" and app.config.get("CLOUD_CACHE_SECONDS", 0) > 0
+    if ttl <= 0 and not cloud_cache:
+        return  # nothing caches answers: nothing to tell the other workers
+
+    @app.after_request
+    def bump_on_post(response):
+        if request.method == "POST" and 200 <= response.status_code < 300:
+            try:
+                database.bump_generations(database.get_db(), changed_by(request.path))
+            except (sqlite3.Error, database.DatabaseUnavailable) as err:  # the write itself succeeded
+                log.warning("cache generation not bumped (other workers catch up within their TTL): %s", err)
+        return response
+
     if ttl <= 0:
         return
     cache = ResponseCache(ttl)
     app.extensions["response_cache"] = cache
-    app.wsgi_app = CachedAnswers(app.wsgi_app, cache, auth.read_check(app))
+    app.wsgi_app = CachedAnswers(app.wsgi_app, cache, auth.read_check(app),
+                                 database.generations(app.config["DATABASE_PATH"]).stamp)
 
     @app.before_request
     def clear_on_post():
