@@ -102,7 +102,7 @@ def to_utc_iso(dt, tz: tzinfo) -> Optional[str]:
         return None
 
 
-def _open_regular(path: Path):
+def open_regular(path: Path):
     """(fd, stat, warnings): an open descriptor of a regular file, or (None, None, [why not])."""
     name = path.name
     try:
@@ -123,7 +123,7 @@ def _open_regular(path: Path):
 
 def _read_file(path: Path, cap: int = MAX_FILE_BYTES):
     """(bytes|None, warnings): the whole file if it is regular and at most `cap` bytes."""
-    fd, st, warnings = _open_regular(path)
+    fd, st, warnings = open_regular(path)
     if fd is None:
         return None, warnings
     too_large = [f"{path.name}: too large ({st.st_size} bytes, limit {cap})"]
@@ -338,6 +338,20 @@ _POINT_FIELDS = {"score": _num, "improvement": _num, "time_ms": _int, "success":
                  "agent": _KINDS["str"][0], "event_type": _KINDS["str"][0], "data": _KINDS["dict"][0]}
 
 
+def metric_point(entry) -> tuple[Optional[dict], int]:
+    """(one training_metrics.json point with its timestamp parsed and values typed, how many values had
+    the wrong type and became null), or (None, 0) for an entry without a valid timestamp."""
+    when = parse_naive_timestamp(entry.get("timestamp")) if isinstance(entry, dict) else None
+    if when is None:
+        return None, 0
+    point, bad = dict(entry, timestamp=when), 0
+    for field, convert in _POINT_FIELDS.items():
+        if field in point and point[field] is not None:
+            point[field] = convert(point[field])
+            bad += point[field] is None
+    return point, bad
+
+
 @_cached
 def parse_training_metrics(path):
     """(dict of metric key -> points sorted by timestamp, or None, warnings) for training_metrics.json."""
@@ -351,15 +365,11 @@ def parse_training_metrics(path):
             continue
         points, dropped, bad = [], 0, 0
         for entry in entries:
-            when = parse_naive_timestamp(entry.get("timestamp")) if isinstance(entry, dict) else None
-            if when is None:
+            point, wrong = metric_point(entry)
+            if point is None:
                 dropped += 1
                 continue
-            point = dict(entry, timestamp=when)
-            for field, convert in _POINT_FIELDS.items():
-                if field in point and point[field] is not None:
-                    point[field] = convert(point[field])
-                    bad += point[field] is None
+            bad += wrong
             points.append(point)
         if dropped:
             warnings.append(f"{name}: {key}: {dropped} entries without a valid timestamp dropped")
@@ -571,7 +581,7 @@ def list_log_files(logs_dir) -> list:
 
 def _tail(path: Path, n: int, max_bytes: int):
     """(lines, warnings, capped): up to n last complete lines; capped if max_bytes ran out first."""
-    fd, _st, warnings = _open_regular(Path(path))
+    fd, _st, warnings = open_regular(Path(path))
     if fd is None or n <= 0:
         if fd is not None:
             os.close(fd)
@@ -689,7 +699,7 @@ def _offset_near(f, size: int, since: datetime) -> int:
 def iter_log_events(path, since: Optional[datetime] = None) -> Iterator[dict]:
     """Every event of a log (with `since`: from about that time on), oldest first, streamed; nothing
     for a missing or non-regular file."""
-    fd, st, _warnings = _open_regular(Path(path))
+    fd, st, _warnings = open_regular(Path(path))
     if fd is None:
         return
 

@@ -16,8 +16,9 @@ from typing import Iterable, Optional
 from database import transaction, utc_now
 from events import fingerprint
 from data_loader import parse_daily_report
+from metrics_stream import MetricsStream
 from orchestrator_state import OrchestratorState
-from runs import runs_from_files
+from runs import history_run, runs_from_files
 
 TRAINING_METRICS = "training_metrics"
 DAILY_REPORT = "daily_report"
@@ -25,6 +26,8 @@ RUN_STATUS = {"success": "completed"}  # the orchestrator's word for a finished 
 EVENT_SEVERITY = {"WARNING": "warning", "ERROR": "error", "CRITICAL": "critical"}
 # How close (s) a run read from the files must be to a dashboard-started session to be the same run.
 SAME_RUN_SECONDS = 120
+# Rows per transaction while streaming a large file: the write lock is never held for long.
+BATCH_ROWS = 5000
 
 
 def _signature(path: Path) -> Optional[tuple[int, int]]:
@@ -57,16 +60,24 @@ def changed_sources(conn: sqlite3.Connection, s: OrchestratorState) -> dict[str,
 
 
 def ingest(conn: sqlite3.Connection, s: OrchestratorState) -> int:
-    """Record every changed orchestrator file into the database; return how many rows were written."""
-    if not changed_sources(conn, s):
+    """Record every changed orchestrator file into the database; return how many rows were written.
+
+    The metrics file is streamed in batches, each its own short transaction, from where the last
+    ingest stopped (ingest_cursors); a file that was not read to its end (being rewritten) is read
+    again on the next round, and nothing already recorded is lost.
+    """
+    changed = changed_sources(conn, s)
+    if not changed:
         return 0
-    written = 0
+    written, finished = 0, dict(changed)
+    if "metrics" in changed:
+        count, complete = _ingest_metrics(conn, s, changed["metrics"][0])
+        written += count
+        if not complete:
+            del finished["metrics"]
     with transaction(conn):
-        changed = changed_sources(conn, s)  # again, under the write lock: another worker may have done it
-        if "metrics" in changed:
-            written += _ingest_metrics(conn, s)
         if any(k in changed for k in ("metrics", "result", "log")):
-            written += _ingest_runs(conn, s, runs_from_files(s))
+            written += _ingest_runs(conn, runs_from_files(s))
         if "log" in changed:
             written += _ingest_log_events(conn, s)
         reports = [path for name, (path, _sig) in changed.items() if name.startswith("report:")]
@@ -77,16 +88,23 @@ def ingest(conn: sqlite3.Connection, s: OrchestratorState) -> int:
             "INSERT INTO ingested_files (path, mtime_ns, size, ingested_at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (path) DO UPDATE SET mtime_ns = excluded.mtime_ns, size = excluded.size,"
             " ingested_at = excluded.ingested_at",
-            [(str(path), sig[0], sig[1], now) for path, sig in changed.values()])
+            [(str(path), sig[0], sig[1], now) for path, sig in finished.values()])
     return written
 
 
 _UPSERT_METRIC = (
     "INSERT INTO metrics (timestamp, agent_id, metric_type, value, notes, source) VALUES (?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (source, metric_type, timestamp) DO UPDATE SET agent_id = excluded.agent_id,"
+    " ON CONFLICT (source, metric_type, timestamp, COALESCE(agent_id, '')) DO UPDATE SET"
     " value = excluded.value, notes = excluded.notes"
-    " WHERE metrics.value IS NOT excluded.value OR metrics.notes IS NOT excluded.notes"
-    " OR metrics.agent_id IS NOT excluded.agent_id")
+    " WHERE metrics.value IS NOT excluded.value OR metrics.notes IS NOT excluded.notes")
+_UPSERT_CURSOR = (
+    "INSERT INTO ingest_cursors (path, series, position, last_key) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (path, series) DO UPDATE SET position = excluded.position, last_key = excluded.last_key")
+# The run of a training_history entry gets the system quality point stamped with its end.
+_RUN_QUALITY = (
+    "UPDATE training_sessions SET overall_quality = (SELECT value FROM metrics WHERE source = ?"
+    " AND metric_type = 'system_overall_quality' AND timestamp = training_sessions.run_key)"
+    " WHERE origin = 'orchestrator' AND overall_quality IS NULL AND run_key IS NOT NULL")
 
 
 def point_value(point: dict) -> Optional[float]:
@@ -95,20 +113,70 @@ def point_value(point: dict) -> Optional[float]:
     return float(value) if value is not None else None
 
 
-def _ingest_metrics(conn: sqlite3.Connection, s: OrchestratorState) -> int:
-    rows = []
-    for metric_type, points in s.metrics.items():
-        if metric_type == "training_history":
+def _metric_row(s: OrchestratorState, metric_type: str, p: dict) -> tuple:
+    extra = {k: p[k] for k in ("improvement", "time_ms") if p.get(k) is not None}
+    from_key = metric_type[: -len("_quality")] if metric_type.endswith("_quality") else None
+    agent = p.get("agent") or (from_key if from_key and from_key.startswith("agent_") else None)
+    return (s.iso(p["timestamp"]), agent, metric_type, point_value(p), json.dumps(extra) if extra else None,
+            TRAINING_METRICS)
+
+
+def _ingest_metrics(conn: sqlite3.Connection, s: OrchestratorState, path: Path) -> tuple[int, bool]:
+    """Stream the points after each series' cursor into the database; (rows written, read to the end).
+
+    A series whose point at its cursor is not the one recorded there was rewritten: it is recorded
+    again from the start (the upserts keep that idempotent).
+    """
+    cursors = {r["series"]: (r["position"], r["last_key"]) for r in conn.execute(
+        "SELECT series, position, last_key FROM ingest_cursors WHERE path = ?", (str(path),))}
+    seen: dict[str, int] = {}
+    rows, runs, positions, rewritten, written = [], [], {}, set(), 0
+    stream = MetricsStream(path)
+    for series, point in stream:
+        index = seen[series] = seen.get(series, 0) + 1
+        position, last_key = cursors.get(series, (0, None))
+        key = f"{s.iso(point['timestamp'])}={point_value(point)}" if point is not None else None
+        if index < position:
             continue
-        agent_from_key = metric_type[: -len("_quality")] if metric_type.endswith("_quality") else None
-        for p in points:
-            extra = {k: p[k] for k in ("improvement", "time_ms") if p.get(k) is not None}
-            agent = p.get("agent") or (agent_from_key if agent_from_key and agent_from_key.startswith("agent_") else None)
-            rows.append((s.iso(p["timestamp"]), agent, metric_type, point_value(p),
-                         json.dumps(extra) if extra else None, TRAINING_METRICS))
-    before = conn.total_changes
-    conn.executemany(_UPSERT_METRIC, rows)
-    return conn.total_changes - before
+        if index == position:
+            if key != last_key:
+                rewritten.add(series)
+            continue
+        positions[series] = (index, key)
+        if point is None:
+            continue
+        if series == "training_history":
+            run = history_run(s, point)
+            if run is not None:
+                runs.append(run)
+        else:
+            rows.append(_metric_row(s, series, point))
+        if len(rows) + len(runs) >= BATCH_ROWS:
+            written += _write_batch(conn, path, rows, runs, positions)
+            rows, runs, positions = [], [], {}
+    written += _write_batch(conn, path, rows, runs, positions)
+    if stream.problem:
+        s.warnings.append(f"ingest: {stream.problem}; read again on the next change")
+    if rewritten and stream.complete:
+        with transaction(conn):
+            conn.executemany("DELETE FROM ingest_cursors WHERE path = ? AND series = ?",
+                             [(str(path), series) for series in rewritten])
+        again, complete = _ingest_metrics(conn, s, path)  # no cursor there now: cannot recurse further
+        return written + again, complete
+    return written, stream.complete
+
+
+def _write_batch(conn: sqlite3.Connection, path: Path, rows: list, runs: list, positions: dict) -> int:
+    if not (rows or runs or positions):
+        return 0
+    with transaction(conn):
+        before = conn.total_changes
+        conn.executemany(_UPSERT_METRIC, rows)
+        written = conn.total_changes - before + _ingest_runs(conn, runs)
+        if runs:
+            conn.execute(_RUN_QUALITY, (TRAINING_METRICS,))
+        conn.executemany(_UPSERT_CURSOR, [(str(path), k, i, key) for k, (i, key) in positions.items()])
+    return written
 
 
 def _ingest_reports(conn: sqlite3.Connection, s: OrchestratorState, paths: list[Path]) -> int:
@@ -129,7 +197,7 @@ def _ingest_reports(conn: sqlite3.Connection, s: OrchestratorState, paths: list[
     return conn.total_changes - before
 
 
-def _ingest_runs(conn: sqlite3.Connection, s: OrchestratorState, runs: Iterable[dict]) -> int:
+def _ingest_runs(conn: sqlite3.Connection, runs: Iterable[dict]) -> int:
     written = 0
     for run in runs:
         key = run["finished_at"]
@@ -195,6 +263,43 @@ def _ingest_log_events(conn: sqlite3.Connection, s: OrchestratorState) -> int:
 
 
 # --- reading back ---
+
+def recorded(conn: sqlite3.Connection, path: Path) -> bool:
+    """Whether the file at `path`, as it is now, has been recorded completely."""
+    row = conn.execute("SELECT mtime_ns, size FROM ingested_files WHERE path = ?", (str(path),)).fetchone()
+    return row is not None and (row["mtime_ns"], row["size"]) == _signature(path)
+
+
+def recent_metrics(conn: sqlite3.Connection, path: Path, tz: tzinfo, since: datetime, per_series: int = 30) -> dict:
+    """The metrics file's series as recorded, in parse_training_metrics' shape (naive local times,
+    oldest first): each series' points since `since` (aware) and at least its newest `per_series`."""
+    cutoff = since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    series = [r[0] for r in conn.execute("SELECT series FROM ingest_cursors WHERE path = ?", (str(path),))]
+    metrics = {}
+    for name in series:
+        if name == "training_history":
+            continue  # its runs are in training_sessions
+        query = ("SELECT timestamp, agent_id, value, notes FROM metrics WHERE source = ? AND metric_type = ?"
+                 " AND {} ORDER BY timestamp DESC")
+        rows = {r["timestamp"]: r for r in conn.execute(query.format("timestamp >= ?"), (TRAINING_METRICS, name, cutoff))}
+        rows.update((r["timestamp"], r) for r in conn.execute(query.format("1") + " LIMIT ?",
+                                                              (TRAINING_METRICS, name, per_series)))
+        metrics[name] = [_as_point(name, rows[t], tz) for t in sorted(rows)]
+    return metrics
+
+
+def _as_point(series: str, row: sqlite3.Row, tz: tzinfo) -> dict:
+    point = {"timestamp": datetime.fromisoformat(row["timestamp"].replace("Z", "+00:00")).astimezone(tz)
+             .replace(tzinfo=None), **json.loads(row["notes"] or "{}")}
+    if row["agent_id"]:
+        point["agent"] = row["agent_id"]
+    if series == "success_rate":
+        point["success"] = None if row["value"] is None else bool(row["value"])
+    elif series.endswith("_quality"):
+        point["score"] = row["value"]
+    else:
+        point.setdefault("time_ms", None if row["value"] is None else int(row["value"]))
+    return point
 
 def _local_date(iso: str, tz: tzinfo) -> date:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(tz).date()

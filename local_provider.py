@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from pathlib import Path
 from datetime import date, datetime, timedelta
 from typing import Callable, Iterator, Optional
 
@@ -33,6 +34,8 @@ RESULT_PHASE = {"harvesting": "harvesting", "validation": "validation", "agent_t
                 "production": "production", "monitoring": "monitoring", "cleanup": "cleanup"}
 ALL_PHASES = PHASE_KEYS + ("cleanup",)
 ERROR_LEVELS = ("ERROR", "CRITICAL", "WARNING")
+# A metrics file too large to read per request is read from the database: its points of this long.
+RECENT_METRICS_WINDOW = timedelta(days=8)
 
 
 
@@ -56,7 +59,11 @@ class LocalDataProvider(DataProvider):
 
     def state(self) -> OrchestratorState:
         """A fresh view of the orchestrator folder (one per request)."""
-        state = OrchestratorState(self.root, self.tz, now=self.clock(), sessions=self._recent_sessions())
+        now = self.clock()
+        metrics, warnings = self._recorded_metrics(now)
+        state = OrchestratorState(self.root, self.tz, now=now, sessions=self._recent_sessions(),
+                                  recorded_metrics=metrics)
+        state.warnings.extend(warnings)
         if not state.root_exists:
             state.warnings.append(f"orchestrator folder not found: {os.fspath(self.root)} (set ORCHESTRATOR_PATH)")
         return state
@@ -79,6 +86,21 @@ class LocalDataProvider(DataProvider):
         except (sqlite3.Error, database.DatabaseUnavailable) as err:
             self._db_warning(s, err)
             return None
+
+    def _recorded_metrics(self, now: datetime) -> tuple[Optional[dict], list[str]]:
+        """For a metrics file too large to read per request: its recent points from the database (the
+        ingester streams the whole file there), and a warning while that is still under way."""
+        path = Path(self.root) / "logs" / "training_metrics.json"
+        try:
+            if path.stat().st_size <= data_loader.MAX_FILE_BYTES:
+                return None, []
+            db = database.get_db()
+            metrics = history_store.recent_metrics(db, path, self.tz, now - RECENT_METRICS_WINDOW)
+            done = history_store.recorded(db, path)
+        except (OSError, sqlite3.Error, database.DatabaseUnavailable):
+            return None, []  # the file is read (and refused) as usual, which says why
+        return metrics, [] if done else [f"{path.name}: large; its history is still being recorded, so some "
+                                         "figures may be missing for now"]
 
     def _recent_sessions(self) -> list[dict]:
         try:
@@ -302,9 +324,9 @@ class LocalDataProvider(DataProvider):
         if metric_name in s.metrics and metric_name != "training_history":
             from_file = [{"timestamp": s.iso(p["timestamp"]), "agent": p.get("agent"),
                           "value": history_store.point_value(p)} for p in s.metrics[metric_name] if p["timestamp"] >= cutoff]
-            recorded = {p["timestamp"] for p in points or []}
-            points = sorted((points or []) + [p for p in from_file if p["timestamp"] not in recorded],
-                            key=lambda p: p["timestamp"])
+            by_time = {p["timestamp"]: p for p in points or []}
+            by_time.update((p["timestamp"], p) for p in from_file)  # the file is the newest word
+            points = sorted(by_time.values(), key=lambda p: p["timestamp"])
         if points is None:
             raise ApiError(404, f"unknown metric_name: {metric_name}")
         return Payload({"metric": metric_name, "days": days, "points": points}, s.warnings)

@@ -82,9 +82,12 @@ def wall_clock() -> datetime:
 class OrchestratorState:
     """A read-only view of one orchestrator folder, in the orchestrator's time zone."""
 
-    def __init__(self, root: Path, tz: tzinfo, now: Optional[datetime] = None, sessions: Iterable[dict] = ()):
+    def __init__(self, root: Path, tz: tzinfo, now: Optional[datetime] = None, sessions: Iterable[dict] = (),
+                 recorded_metrics: Optional[dict] = None):
         self.root = Path(root)
         self.tz = tz
+        # The metrics file's recent points as the database holds them, for a file too large to read here.
+        self.recorded_metrics = recorded_metrics
         # The newest dashboard training sessions (TrainingController.recent_sessions), newest first: a run
         # the log shows unfinished has ended when the session that started it has (killed, no final line).
         self.sessions = list(sessions)
@@ -126,6 +129,8 @@ class OrchestratorState:
 
     @cached_property
     def metrics(self) -> dict:
+        if self.recorded_metrics is not None:
+            return self.recorded_metrics
         return self._parse(dl.parse_training_metrics, "logs/training_metrics.json", {})
 
     @cached_property

@@ -22,18 +22,25 @@ def run_row(s: OrchestratorState, finished: Optional[datetime], duration: Option
             "status": status or "unknown", "error": error}
 
 
+def history_run(s: OrchestratorState, event: dict, quality: Optional[float] = None) -> Optional[dict]:
+    """The run a `training_history` entry describes (metric_point-typed), or None for other entries."""
+    data = event.get("data") or {}
+    if event.get("event_type") != "holistic_training_complete":
+        return None
+    return run_row(s, event["timestamp"], data.get("total_time_seconds"), data.get("status"),
+                   error=data.get("error"), quality=quality, change=data.get("system_quality_delta"),
+                   trained=data.get("agents_trained"),
+                   failed=((data.get("phases") or {}).get("training") or {}).get("agents_failed"))
+
+
 def runs_from_files(s: OrchestratorState) -> list[dict]:
     """Every run the files describe, unordered: each completed, failed or interrupted run once."""
     system = {p["timestamp"]: p.get("score") for p in s.metrics.get(SYSTEM_KEY, [])}
     runs = []
     for event in s.metrics.get("training_history", []):
-        data = event.get("data") or {}
-        if event.get("event_type") != "holistic_training_complete":
-            continue
-        runs.append(run_row(s, event["timestamp"], data.get("total_time_seconds"), data.get("status"),
-                            error=data.get("error"), quality=system.get(event["timestamp"]),
-                            change=data.get("system_quality_delta"), trained=data.get("agents_trained"),
-                            failed=((data.get("phases") or {}).get("training") or {}).get("agents_failed")))
+        run = history_run(s, event, system.get(event["timestamp"]))
+        if run is not None:
+            runs.append(run)
     known = {r["finished_at"] for r in runs}
     for run in s.log_runs():
         end = run.get("finished_at")
