@@ -722,6 +722,34 @@ def iter_log_events(path, since: Optional[datetime] = None) -> Iterator[dict]:
         yield from _group(lines(f))
 
 
+def log_events_from(path, offset: int = 0) -> Iterator[tuple[dict, int]]:
+    """Every event of a log from byte `offset` (a line start) on, oldest first, each with the offset
+    just past its last line; streamed. A last line still being written (no newline yet) is left for
+    later; nothing for a missing or non-regular file."""
+    fd, _st, _warnings = open_regular(Path(path))
+    if fd is None:
+        return
+    with os.fdopen(fd, "rb") as f:
+        f.seek(offset)
+        event, end, position = None, offset, offset
+        while raw := f.readline(MAX_LINE_BYTES):
+            if not raw.endswith(b"\n") and len(raw) < MAX_LINE_BYTES:
+                break
+            line = raw.decode("utf-8", errors="replace").removesuffix("\n").removesuffix("\r")
+            line = line.removeprefix("\ufeff") if position == 0 else line
+            position += len(raw)
+            parsed = parse_log_line(line)
+            if parsed is not None:
+                if event is not None:
+                    yield event, end
+                event = parsed
+            elif event is not None and len(event["message"]) < MAX_EVENT_CHARS:
+                event["message"] += "\n" + line
+            end = position
+        if event is not None:  # logging writes a record (a traceback too) in one go: it is complete
+            yield event, end
+
+
 def parse_run_progress(events) -> dict:
     """What the last run in `events` (oldest first) did: start, phases, agents, finish."""
     progress = {"found": False, "started_at": None, "finished": None, "finished_at": None, "error": None,

@@ -15,7 +15,7 @@ from typing import Iterable, Optional
 
 from database import transaction, utc_now
 from events import fingerprint
-from data_loader import parse_daily_report
+import data_loader as dl
 from metrics_stream import MetricsStream
 from orchestrator_state import OrchestratorState
 from runs import history_run, runs_from_files
@@ -62,9 +62,9 @@ def changed_sources(conn: sqlite3.Connection, s: OrchestratorState) -> dict[str,
 def ingest(conn: sqlite3.Connection, s: OrchestratorState) -> int:
     """Record every changed orchestrator file into the database; return how many rows were written.
 
-    The metrics file is streamed in batches, each its own short transaction, from where the last
-    ingest stopped (ingest_cursors); a file that was not read to its end (being rewritten) is read
-    again on the next round, and nothing already recorded is lost.
+    The metrics file and the log are streamed in batches, each its own short transaction, from where
+    the last ingest stopped (ingest_cursors); a file that was not read to its end (being rewritten) is
+    read again on the next round, and nothing already recorded is lost.
     """
     changed = changed_sources(conn, s)
     if not changed:
@@ -75,11 +75,11 @@ def ingest(conn: sqlite3.Connection, s: OrchestratorState) -> int:
         written += count
         if not complete:
             del finished["metrics"]
+    if "log" in changed:
+        written += _ingest_log_events(conn, s, changed["log"][0])
     with transaction(conn):
         if any(k in changed for k in ("metrics", "result", "log")):
             written += _ingest_runs(conn, runs_from_files(s))
-        if "log" in changed:
-            written += _ingest_log_events(conn, s)
         reports = [path for name, (path, _sig) in changed.items() if name.startswith("report:")]
         if reports:
             written += _ingest_reports(conn, s, reports)
@@ -182,7 +182,7 @@ def _write_batch(conn: sqlite3.Connection, path: Path, rows: list, runs: list, p
 def _ingest_reports(conn: sqlite3.Connection, s: OrchestratorState, paths: list[Path]) -> int:
     rows = []
     for path in paths:
-        report, warnings = parse_daily_report(path)
+        report, warnings = dl.parse_daily_report(path)
         s.warnings.extend(warnings)
         if not report or not report.get("date"):
             continue
@@ -246,20 +246,41 @@ def _matching_dashboard_session(conn: sqlite3.Connection, run: dict) -> Optional
         (shifted(start, -SAME_RUN_SECONDS), shifted(run["finished_at"], 1))).fetchone()
 
 
-def _ingest_log_events(conn: sqlite3.Connection, s: OrchestratorState) -> int:
-    rows = []
-    for event in s.recent_events:
+_INSERT_EVENT = ("INSERT OR IGNORE INTO events (timestamp, event_type, agent_id, message, severity, metadata,"
+                 " source, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+LOG_CURSOR = "bytes"  # the log's cursor: bytes read so far, with the file's inode as its key
+
+
+def _ingest_log_events(conn: sqlite3.Connection, s: OrchestratorState, path: Path) -> int:
+    """Record the log's WARNING and worse events from where the last ingest stopped (from the start
+    again when the log was truncated or replaced); return how many were new."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 0
+    row = conn.execute("SELECT position, last_key FROM ingest_cursors WHERE path = ? AND series = ?",
+                       (str(path), LOG_CURSOR)).fetchone()
+    start = row["position"] if row and row["last_key"] == str(st.st_ino) and row["position"] <= st.st_size else 0
+    rows, written, end = [], 0, start
+    for event, end in dl.log_events_from(path, start):
         severity = EVENT_SEVERITY.get(event["level"])
-        if severity is None:
-            continue
-        stamp = s.iso(event["timestamp"])
-        rows.append((stamp, "orchestrator_log", None, event["message"], severity, None, event["source"],
-                     fingerprint("log", stamp, event["level"], event["source"], event["message"])))
-    before = conn.total_changes
-    conn.executemany(
-        "INSERT OR IGNORE INTO events (timestamp, event_type, agent_id, message, severity, metadata, source,"
-        " fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    return conn.total_changes - before
+        if severity is not None:
+            stamp = s.iso(event["timestamp"])
+            rows.append((stamp, "orchestrator_log", None, event["message"], severity, None, event["source"],
+                         fingerprint("log", stamp, event["level"], event["source"], event["message"])))
+        if len(rows) >= BATCH_ROWS:
+            written += _write_events(conn, path, rows, end, st.st_ino)
+            rows = []
+    return written + _write_events(conn, path, rows, end, st.st_ino)
+
+
+def _write_events(conn: sqlite3.Connection, path: Path, rows: list, end: int, inode: int) -> int:
+    with transaction(conn):
+        before = conn.total_changes
+        conn.executemany(_INSERT_EVENT, rows)
+        written = conn.total_changes - before
+        conn.execute(_UPSERT_CURSOR, (str(path), LOG_CURSOR, end, str(inode)))
+    return written
 
 
 # --- reading back ---

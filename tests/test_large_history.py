@@ -106,3 +106,34 @@ def test_a_torn_metrics_file_mid_ingest_loses_no_stored_point(make_app, large_ro
     before = stored_points(app.config["DATABASE_PATH"])
     ingest(app)  # a round with the file unchanged records nothing again
     assert stored_points(app.config["DATABASE_PATH"]) == before
+
+
+def logged_events(db) -> list[str]:
+    with sqlite3.connect(db) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT message FROM events WHERE event_type = 'orchestrator_log' ORDER BY id")]
+
+
+def test_the_log_is_recorded_from_where_the_last_round_stopped(make_app, orchestrator):
+    root = orchestrator()
+    log = root / "logs" / "holistic_training.log"
+    line = "2026-01-05 03:00:00,000 - HolisticTrainer - {} - {}\n"
+    filler = line.format("INFO", "x" * 200) * (2 * data_loader.TAIL_MAX_BYTES // 200)  # past the tail window
+    log.write_text(line.format("ERROR", "early failure") + filler, encoding="utf-8")
+    app = make_app(root)
+    assert logged_events(app.config["DATABASE_PATH"]) == ["early failure"]  # not only the tail
+
+    with log.open("a", encoding="utf-8") as handle:
+        handle.write(line.format("WARNING", "later warning"))
+        handle.write(line.format("ERROR", "half written").rstrip("\n")[:-3])  # no newline yet
+    ingest(app)
+    assert logged_events(app.config["DATABASE_PATH"]) == ["early failure", "later warning"]
+    with log.open("a", encoding="utf-8") as handle:
+        handle.write("ten\n")
+    ingest(app)
+    assert logged_events(app.config["DATABASE_PATH"])[-1] == "half written"
+
+    log.write_text(line.format("CRITICAL", "after a truncation"), encoding="utf-8")  # smaller: read from 0
+    ingest(app)
+    assert logged_events(app.config["DATABASE_PATH"])[-1] == "after a truncation"
+    assert len(logged_events(app.config["DATABASE_PATH"])) == 4
