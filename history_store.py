@@ -38,14 +38,23 @@ def _signature(path: Path) -> Optional[tuple[int, int]]:
     return st.st_mtime_ns, st.st_size
 
 
+METRICS_FILE = "logs/training_metrics.json"
+
+
+def metrics_path(root: Path) -> Optional[Path]:
+    """The real path of the orchestrator's metrics file (the key its rows are recorded under), or None
+    when it leads out of the orchestrator folder."""
+    return dl.resolve_inside(root, METRICS_FILE)
+
+
 def _sources(s: OrchestratorState) -> dict[str, Path]:
-    logs = s.root / "logs"
-    sources = {"metrics": logs / "training_metrics.json", "result": s.root / "holistic_training_result.json"}
+    """The files to record, by their real paths; none that leads out of the orchestrator folder."""
+    sources = {"metrics": metrics_path(s.root), "result": dl.resolve_inside(s.root, "holistic_training_result.json")}
     if s.log_files:
-        sources["log"] = s.log_files[0]
+        sources["log"] = dl.resolve_inside(s.root, f"logs/{s.log_files[0].name}")
     for day, path in s.report_files:
-        sources[f"report:{day.isoformat()}"] = path
-    return sources
+        sources[f"report:{day.isoformat()}"] = dl.resolve_inside(s.root, f"logs/{path.name}")
+    return {name: path for name, path in sources.items() if path is not None}
 
 
 def changed_sources(conn: sqlite3.Connection, s: OrchestratorState) -> dict[str, tuple[Path, tuple[int, int]]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from pathlib import Path
 from datetime import date, datetime, timedelta
 from typing import Callable, Iterator, Optional
 
@@ -90,9 +89,9 @@ class LocalDataProvider(DataProvider):
     def _recorded_metrics(self, now: datetime) -> tuple[Optional[dict], list[str]]:
         """For a metrics file too large to read per request: its recent points from the database (the
         ingester streams the whole file there), and a warning while that is still under way."""
-        path = Path(self.root) / "logs" / "training_metrics.json"
+        path = history_store.metrics_path(self.root)
         try:
-            if path.stat().st_size <= data_loader.MAX_FILE_BYTES:
+            if path is None or path.stat().st_size <= data_loader.MAX_FILE_BYTES:
                 return None, []
             db = database.get_db()
             metrics = history_store.recent_metrics(db, path, self.tz, now - RECENT_METRICS_WINDOW)
