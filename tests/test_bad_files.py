@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import datetime
 
 import pytest
 
@@ -60,8 +61,9 @@ def test_invalid_utf8_and_truncated_report(make_app, orchestrator):
     newest = reports[-1]
     newest.write_bytes(newest.read_bytes()[:300] + b"\xff\xfe\xfd broken")
     log = next((root / "logs").glob("*.log"))
+    stamp = f"{datetime.now():%Y-%m-%d %H:%M:%S},532".encode()  # the newest line, whatever day the history ends on
     with open(log, "ab") as fh:
-        fh.write(b"2025-11-14 03:00:01,532 - HolisticTrainer - INFO - bad bytes \xff\xfe here\n")
+        fh.write(stamp + b" - HolisticTrainer - INFO - bad bytes \xff\xfe here\n")
     client = make_app(root).test_client()
     get_all(client)
     events = client.get("/api/system/logs/recent?limit=200").get_json()

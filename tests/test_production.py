@@ -4,14 +4,20 @@ from __future__ import annotations
 import json
 import re
 import socket
+import sqlite3
 import threading
 import time
 from collections import Counter
+from contextlib import closing
 from importlib import metadata
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import hardening
+import response_cache
 from config import load_config
 from conftest import poll
 from servers import Gunicorn
@@ -39,7 +45,29 @@ def closed(response):
     return response
 
 
-def test_every_answer_carries_the_security_headers(app, client, make_app, orchestrator, tmp_path):
+def freeze_rate_clock(monkeypatch) -> None:
+    """Stop the rate limiter's clock mid-minute: POSTs in this process all fall in one rate window."""
+    monkeypatch.setattr(hardening, "time", SimpleNamespace(time=lambda: 1_800_000_030.0))
+
+
+class StepClock:
+    """Stands in for response_cache's `time`: monotonic() moves only when the test calls advance()."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def perf_counter(self) -> float:
+        return time.perf_counter()
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_every_answer_carries_the_security_headers(app, client, make_app, orchestrator, tmp_path, monkeypatch):
+    freeze_rate_clock(monkeypatch)  # the 201 and the 429 below are the first and second POST of one window
     urls = get_urls(app) + ["/static/js/dashboard.js", "/api/nope", "/api/agents/bad%20id",
                             "/api/metrics/quality?days=0"]
     # Closed at once: a streamed body (the event stream never ends) is not read, its headers are checked.
@@ -137,9 +165,15 @@ def wait_for_workers(server: Gunicorn, count: int) -> None:
     poll(burst, lambda pids: len(pids) == count, interval=0.2)
 
 
+def newest_score(root: Path, agent_id: str) -> float:
+    """The newest quality score of `agent_id` in the orchestrator's metrics file."""
+    return json.loads((root / "logs" / "training_metrics.json").read_text())[f"{agent_id}_quality"][-1]["score"]
+
+
 def test_prometheus_metrics_are_summed_across_two_workers(orchestrator, tmp_path):
+    root = orchestrator()
     # Uncached, so each request costs enough that both workers take some.
-    with Gunicorn(orchestrator(), tmp_path / "srv", GUNICORN_WORKERS="2", GUNICORN_THREADS="2",
+    with Gunicorn(root, tmp_path / "srv", GUNICORN_WORKERS="2", GUNICORN_THREADS="2",
                   RESPONSE_CACHE_SECONDS="0", **SPREAD) as server:
         wait_for_workers(server, 2)
         requests = 60
@@ -156,38 +190,50 @@ def test_prometheus_metrics_are_summed_across_two_workers(orchestrator, tmp_path
     assert samples[count] == requests
     assert len(serving_pids(server, "GET /api/agents/status 200")) == 2, "both workers should have served some"
     assert samples[("dashboard_training_running", ())] == 0
-    assert samples[("dashboard_agent_quality_score", (("agent", "agent_2"),))] > 0
+    assert samples[("dashboard_agent_quality_score", (("agent", "agent_2"),))] == newest_score(root, "agent_2")
     assert 0 <= samples[("dashboard_host_memory_percent", ())] <= 100
     assert samples[("dashboard_training_last_result", (("status", "completed"),))] == 1
 
 
+def posts_per_window(db: Path, path: str) -> list[int]:
+    """The rate limiter's count of POSTs to `path` in each minute window it keeps, oldest first."""
+    with closing(sqlite3.connect(db)) as conn:
+        return [n for (n,) in conn.execute("SELECT count FROM rate_limits WHERE key LIKE ? ORDER BY window",
+                                           (f"%|{path}",))]
+
+
 def test_post_rate_limit_holds_across_four_workers(orchestrator, tmp_path):
+    create, limit = "/api/storyboard/project/create", 10
     with Gunicorn(orchestrator(), tmp_path / "srv", GUNICORN_WORKERS="4", GUNICORN_THREADS="4",
-                  POST_RATE_LIMIT="10", **SPREAD) as server:
+                  POST_RATE_LIMIT=str(limit), **SPREAD) as server:
         wait_for_workers(server, 4)
-        if time.time() % 60 > 40:  # keep the burst inside one rate window
-            time.sleep(61 - time.time() % 60)
         answers: list[tuple[int, dict, bytes]] = []
 
         def post_some():
             for _ in range(10):
-                answers.append(server.request("POST", "/api/storyboard/project/create", {"name": "burst"}))
+                answers.append(server.request("POST", create, {"name": "burst"}))
 
         threads = [threading.Thread(target=post_some) for _ in range(10)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        assert Counter(status for status, _, _ in answers) == {201: 10, 429: 90}
-        for status, headers, body in answers:
-            if status == 429:
-                assert 0 < int(headers["Retry-After"]) <= 60 and json.loads(body)["status"] == 429
         status, projects = server.get_json("/api/storyboard/projects")
-        assert len(projects) == 10
-        status, body = server.post_json("/api/storyboard/project/create", {"name": "one more"})
-        assert status == 429 and "at most 10 POSTs per minute" in body["error"]
+        more = server.request("POST", create, {"name": "one more"})
+    # The windows are the wall clock's minutes, and the burst may straddle two: whichever windows the
+    # limiter counted the 101 POSTs in, each admitted exactly `limit` of them (or all, if fewer).
+    counts = posts_per_window(tmp_path / "srv" / "db.sqlite", create)
+    assert sum(counts) == len(answers) + 1 == 101
+    admitted = sum(min(n, limit) for n in counts)
+    assert Counter(status for status, _, _ in answers + [more]) == {201: admitted, 429: 101 - admitted}
+    assert len(projects) == sum(status == 201 for status, _, _ in answers)
+    for status, headers, body in answers + [more]:
+        if status == 429:
+            error = json.loads(body)
+            assert 0 < int(headers["Retry-After"]) <= 60 and error["status"] == 429
+            assert f"at most {limit} POSTs per minute" in error["error"]
     # The burst was spread over the workers, so a limit counted per worker would have let more through.
-    assert len(serving_pids(server, "POST /api/storyboard/project/create")) >= 3
+    assert len(serving_pids(server, f"POST {create}")) >= 3
 
 
 def raw_post(port: int, head: bytes, chunks: list[bytes]) -> bytes:
@@ -252,7 +298,9 @@ def test_dependency_floors_with_known_fixes_are_installed():
         assert installed >= floor, (package, metadata.version(package))
 
 
-def test_polled_answers_are_cached_briefly_and_a_post_clears_its_areas(make_app, orchestrator):
+def test_polled_answers_are_cached_briefly_and_a_post_clears_its_areas(make_app, orchestrator, monkeypatch):
+    clock = StepClock()
+    monkeypatch.setattr(response_cache, "time", clock)
     root = orchestrator()
     client = make_app(root, RESPONSE_CACHE_SECONDS=0.5).test_client()
     first = client.get("/api/dashboard/overview").get_json()
@@ -269,7 +317,9 @@ def test_polled_answers_are_cached_briefly_and_a_post_clears_its_areas(make_app,
     assert client.get("/api/dashboard/overview").get_json()["agents_trained"] == 99  # training touches it
     result["agents_trained"] = 98
     path.write_text(json.dumps(result))
-    time.sleep(0.6)
+    clock.advance(0.4)
+    assert client.get("/api/dashboard/overview").get_json()["agents_trained"] == 99  # not yet expired
+    clock.advance(0.2)
     assert client.get("/api/dashboard/overview").get_json()["agents_trained"] == 98  # expired
     # Errors are never cached, and cached answers still revalidate with their ETag.
     assert client.get("/api/agents/nope").status_code == 404

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -25,7 +26,7 @@ PAYLOADS = [
     "/etc/passwd", "%2fetc%2fpasswd", "//etc/passwd", "file:%2f%2f%2fetc%2fpasswd", "C:%5cWindows%5cwin.ini", "~root",
     # NUL
     "%00", "agent_1%00", "agent_1%00.py", "..%00/etc/passwd", "%2e%2e%00%2f",
-    # overlong UTF-8, Unicode lookalikes of ".", "/" and digits (U+0661 is an Arabic-Indic 1: session 1 exists)
+    # overlong UTF-8, Unicode lookalikes of ".", "/" and digits (U+0661: an Arabic-Indic 1; see lookalike())
     "%c0%ae%c0%ae%c0%af", "%e0%80%ae%e0%80%ae%2f", "\u2024\u2024\u2215etc\u2215passwd", "\uff0e\uff0e\uff0fetc",
     "agent_\uff11", "%u002e%u002e%u2215", "\u0661",
     # very long
@@ -36,6 +37,7 @@ PAYLOADS = [
     "' OR '1'='1", "1 OR 1=1", "1;DROP TABLE storyboard_projects",
 ]
 # Bytes gunicorn itself refuses in a request line (400 from gunicorn, before the app).
+ARABIC_INDIC = str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669")
 MALFORMED = [b"\x00", b"..\x00/etc/passwd", "\u2024\u2024/".encode(), b"\xc0\xae\xc0\xae/", b"a b/../../etc/passwd"]
 
 
@@ -45,10 +47,12 @@ def planted(orchestrator, tmp_path) -> Path:
     root = orchestrator()
     outside = tmp_path / "outside"
     outside.mkdir()
+    # Stamped now: newer than all the history, so a followed link would show in every recent window.
+    now = datetime.now()
     (outside / "canary.py").write_text(f'"""{CANARY}"""\n')
-    (outside / "canary.log").write_text(f"2030-01-01 03:00:00,000 - HolisticTrainer - ERROR - {CANARY}\n")
+    (outside / "canary.log").write_text(f"{now:%Y-%m-%d %H:%M:%S},000 - HolisticTrainer - ERROR - {CANARY}\n")
     metrics = json.loads((root / "logs" / "training_metrics.json").read_text())
-    metrics["canary_metric"] = [{"timestamp": "2030-01-01T03:00:00", "score": 1.0, "agent": CANARY}]
+    metrics["canary_metric"] = [{"timestamp": now.isoformat(timespec="seconds"), "score": 1.0, "agent": CANARY}]
     (outside / "metrics.json").write_text(json.dumps(metrics))
     (root / "logs" / "training_metrics.json").unlink()
     (root / "logs" / "training_metrics.json").symlink_to(outside / "metrics.json")
@@ -91,19 +95,27 @@ def problems(what: str, path: str, status: int, allowed: set[int], body: bytes, 
     return found
 
 
-def start_session_1(client) -> None:
+def lookalike(session_id: int) -> str:
+    """The id of a session that exists, in Arabic-Indic digits: a path that must not reach it."""
+    return str(session_id).translate(ARABIC_INDIC)
+
+
+def start_session(client) -> int:
+    """Start a dashboard run (a no-op command) and wait for its end; its session id (ingested runs count too)."""
     started = client.post("/api/training/start")
-    assert started.status_code == 202 and started.get_json()["session_id"] == 1
-    poll(lambda: client.get("/api/training/session/1").get_json()["status"], lambda s: s != "running")
+    assert started.status_code == 202
+    session_id = started.get_json()["session_id"]
+    poll(lambda: client.get(f"/api/training/session/{session_id}").get_json()["status"], lambda s: s != "running")
+    return session_id
 
 
 def test_no_path_parameter_reaches_outside_files(planted, make_app):
     app = make_app(planted, TRAINING_COMMAND="python -c pass")
     client = app.test_client()
-    start_session_1(client)
+    session_id = start_session(client)
     found, sent = [], 0
     for method, template, allowed in targets(app):
-        for payload in PAYLOADS + ["b" * 100_000]:
+        for payload in PAYLOADS + [lookalike(session_id), "b" * 100_000]:
             path = template.format(payload)
             answer = client.open(path, method=method)
             sent += 1
@@ -115,12 +127,12 @@ def test_no_path_parameter_reaches_outside_files(planted, make_app):
 def test_traversal_over_the_wire_to_gunicorn(planted, tmp_path):
     """Request lines as sent, without a client's normalising: the app's answers, and gunicorn's own 400s."""
     with Gunicorn(planted, tmp_path / "srv", GUNICORN_WORKERS="1", TRAINING_COMMAND="python -c pass") as server:
-        status, _, _ = server.request("POST", "/api/training/start")
+        status, _, body = server.request("POST", "/api/training/start")
         assert status == 202
-        found = []
+        payloads, found = PAYLOADS + [lookalike(json.loads(body)["session_id"])], []
         for template in ("/api/agents/{}", "/api/metrics/history/{}", "/api/storyboard/project/{}",
                          "/api/training/session/{}", "/static/{}"):
-            for payload in PAYLOADS:  # printable ASCII as is; spaces and other characters as UTF-8 %XX
+            for payload in payloads:  # printable ASCII as is; spaces and other characters as UTF-8 %XX
                 path = template.format(quote(payload, safe="".join(map(chr, range(0x21, 0x7f)))))
                 status, head, body = raw_get(server.port, path.encode())
                 found += problems(f"GET {path[:60]}", path, status, {400, 404}, body, head.decode("latin-1"))
