@@ -22,7 +22,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from datetime import datetime, timezone
 from http.client import HTTPConnection
 from pathlib import Path

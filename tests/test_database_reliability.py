@@ -835,5 +835,5 @@ def test_a_connection_open_in_the_master_is_reported(tmp_path, orchestrator):
         assert server.get_json("/api/status")[0] == 200
         assert database_files_open(server.proc.pid, db)
     stderr = server.stderr.decode()
-    assert f"fork safety: 1 SQLite connection(s) open in the master at the fork of worker" in stderr, stderr[-3000:]
+    assert "fork safety: 1 SQLite connection(s) open in the master at the fork of worker" in stderr, stderr[-3000:]
     assert str(db) in stderr
