@@ -16,8 +16,10 @@ import database
 import events
 import health
 import history_store
+import log_views
 import sampler
 import training_control
+import training_progress
 from agent_rows import agent_row, agent_rows
 from analytics import daily_last, moving_average, natural_key, rank_desc, trend_direction
 from contract import NewProject, Payload
@@ -27,11 +29,6 @@ from orchestrator_state import SYSTEM_KEY, OrchestratorState, orchestrator_zone,
 from runs import runs_from_files
 
 
-PHASE_KEYS = ("harvesting", "validation", "agent_training", "production", "monitoring")
-# holistic_training_result.json names the agent-training phase "training".
-RESULT_PHASE = {"harvesting": "harvesting", "validation": "validation", "agent_training": "training",
-                "production": "production", "monitoring": "monitoring", "cleanup": "cleanup"}
-ALL_PHASES = PHASE_KEYS + ("cleanup",)
 ERROR_LEVELS = ("ERROR", "CRITICAL", "WARNING")
 # A metrics file too large to read per request is read from the database: its points of this long.
 RECENT_METRICS_WINDOW = timedelta(days=8)
@@ -127,23 +124,6 @@ class LocalDataProvider(DataProvider):
             return points[-1].get("score")
         return s.reports[-1].get("system_quality") if s.reports else None
 
-    def _phase_durations(self, s: OrchestratorState) -> dict:
-        phases = s.result.get("phases") or {}
-        return {key: (phases.get(RESULT_PHASE[key]) or {}).get("time_seconds") for key in PHASE_KEYS}
-
-    def _event(self, s: OrchestratorState, event: dict) -> dict:
-        return {"timestamp": s.iso(event["timestamp"]), "level": event["level"],
-                "source": event["source"], "message": event["message"]}
-
-    def _newest_events(self, s: OrchestratorState, limit: int, levels: Optional[tuple] = None) -> list[dict]:
-        found: list[dict] = []
-        for path in s.log_files:
-            events = [e for e in s.log_events(path) if levels is None or e["level"] in levels]
-            found.extend(reversed(events))
-            if len(found) >= limit:
-                break
-        return [self._event(s, e) for e in found[:limit]]
-
     # --- dashboard ---
 
     def dashboard_overview(self) -> Payload:
@@ -226,39 +206,19 @@ class LocalDataProvider(DataProvider):
     def training_status(self) -> Payload:
         s = self.state()
         session = self._running_session(s)
-        progress, durations = s.progress, self._phase_durations(s)
+        progress, durations = s.progress, training_progress.phase_durations(s)
         data = {"is_running": progress["running"], "current_phase": "idle", "progress_percent": None,
                 "current_agent": None, "estimated_time_remaining_sec": None, "started_at": None,
                 "phase_durations": durations,
                 "session_id": session["session_id"] if session and session["origin"] == "dashboard" else None}
         if progress["running"]:
-            percent, remaining = self._progress_estimate(s, progress)
+            percent, remaining = training_progress.estimate(s, progress)
             data.update(current_phase=progress.get("current_phase"), current_agent=progress.get("current_agent"),
                         progress_percent=percent, estimated_time_remaining_sec=remaining,
                         started_at=s.iso(progress.get("started_at")))
         elif session is not None:  # started, but not (yet) in the orchestrator's log: phase unknown
             data.update(is_running=True, current_phase=None, started_at=session["started_at"])
         return Payload(data, s.warnings)
-
-    def _progress_estimate(self, s: OrchestratorState, progress: dict) -> tuple[Optional[float], Optional[int]]:
-        """Percent done and seconds left, weighting phases by the last successful run's durations."""
-        phases = s.result.get("phases") or {}
-        expected = {k: (phases.get(RESULT_PHASE[k]) or {}).get("time_seconds") for k in ALL_PHASES}
-        completed = progress.get("completed_phases") or {}
-        current = progress.get("current_phase")
-        if any(v is None for v in expected.values()) or s.result.get("status") != "success":
-            done = len(completed) / len(ALL_PHASES)
-            return round(min(done, 0.99) * 100, 1), None
-        total = sum(expected.values()) or 1.0
-        done = sum(expected[k] for k in completed if k in expected)
-        if current in expected:
-            started = progress.get("phase_started_at") or s.now
-            elapsed = max(0.0, (s.now - started).total_seconds())
-            if current == "agent_training" and s.agent_ids:
-                fraction = len(progress.get("agents_completed", []) + progress.get("agents_failed", [])) / len(s.agent_ids)
-                elapsed = max(elapsed, fraction * expected[current])
-            done += min(elapsed, expected[current])
-        return round(min(done / total, 0.99) * 100, 1), max(0, round(total - done))
 
     # --- training control (the logic lives in training_control.py) ---
 
@@ -382,27 +342,10 @@ class LocalDataProvider(DataProvider):
         return Payload(self._merged_events(s, limit, ERROR_LEVELS), s.warnings)
 
     def _merged_events(self, s: OrchestratorState, limit: int, levels: Optional[tuple]) -> list[dict]:
-        """The log files' newest events and the database's events (training, API, alerts), newest first.
-
-        Orchestrator lines the database kept after the files rotated them away are included too.
-        """
-        from_files = self._newest_events(s, limit, levels)
+        """The log files' newest events and the database's events (training, API, alerts), newest first."""
         severities = [lvl.lower() for lvl in levels] if levels else None
         stored = self._from_db(s, lambda db: events.newest_events(db, limit * 2, severities)) or []
-        seen = {(e["timestamp"], e["level"], e["message"]) for e in from_files}
-        oldest_file_event = from_files[-1]["timestamp"] if len(from_files) >= limit else ""
-        extra = [e for e in map(events.as_log_event, stored)
-                 if (e["timestamp"], e["level"], e["message"]) not in seen and e["timestamp"] >= oldest_file_event]
-        # Merge by time, but keep the log's own order among its lines (its clock may jump).
-        merged, i, j = [], 0, 0
-        while len(merged) < limit and (i < len(from_files) or j < len(extra)):
-            if j >= len(extra) or (i < len(from_files) and from_files[i]["timestamp"] >= extra[j]["timestamp"]):
-                merged.append(from_files[i])
-                i += 1
-            else:
-                merged.append(extra[j])
-                j += 1
-        return merged
+        return log_views.merged(log_views.newest_file_events(s, limit, levels), stored, limit)
 
     def system_alerts(self) -> Payload:
         s = self.state()
@@ -419,7 +362,7 @@ class LocalDataProvider(DataProvider):
 
     def training_logs(self, limit: int, offset: int) -> Payload:
         s = self.state()
-        events = self._newest_events(s, limit + offset + 1)
+        events = log_views.newest_file_events(s, limit + offset + 1)
         data = {"events": events[offset:offset + limit], "limit": limit, "offset": offset,
                 "has_more": len(events) > offset + limit}
         return Payload(data, s.warnings)
@@ -430,7 +373,7 @@ class LocalDataProvider(DataProvider):
         for path in reversed(s.log_files):
             for event in data_loader.iter_log_events(path, since=cutoff):
                 if event["timestamp"] >= cutoff:
-                    yield self._event(s, event)
+                    yield log_views.as_api_event(s, event)
 
     # --- storyboard ---
 
