@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -35,16 +36,26 @@ def wait_for_port(port: int, proc: subprocess.Popen, deadline_seconds: float = 3
 
 
 class Gunicorn:
-    """`gunicorn --config gunicorn.conf.py [ARGS] app:app` over `root`, with its files in `workdir`."""
+    """`gunicorn --config gunicorn.conf.py [ARGS] app:app` over `root`, with its files in `workdir`.
+
+    `unset`: prefixes of inherited environment variables to leave out (settings only `env` may give).
+    `new_session`: the server leads its own process group, and stop() signals the whole group.
+    `to_file`: stdout and stderr go to `output` (workdir/server.out), not to a pipe. The app logs every
+    request to the console too, and a pipe nobody reads until stop() blocks a busy server once it is full.
+    """
 
     def __init__(self, root: Path, workdir: Path, port: int | None = None, *, args: tuple[str, ...] = (),
-                 app: str = "app:app", **env: str):
+                 app: str = "app:app", unset: tuple[str, ...] = (), new_session: bool = False, to_file: bool = False,
+                 **env: str):
         workdir.mkdir(parents=True, exist_ok=True)
         self.argv = [str(GUNICORN), "--config", "gunicorn.conf.py", *args, app]
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "server.log"
-        self.env = {**os.environ, "ENVIRONMENT": "local", "HOST": "127.0.0.1", "PORT": str(self.port),
+        self.output = workdir / "server.out"
+        self.new_session, self.to_file = new_session, to_file
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(unset)}
+        self.env = {**inherited, "ENVIRONMENT": "local", "HOST": "127.0.0.1", "PORT": str(self.port),
                     "ORCHESTRATOR_PATH": str(root), "DATABASE_PATH": str(workdir / "db.sqlite"),
                     "LOG_FILE": str(self.log_path), "TRAINING_RUNS_DIR": str(workdir / "runs"),
                     "GUNICORN_WORKERS": "2", "HEALTH_SAMPLE_SECONDS": "0",
@@ -55,9 +66,27 @@ class Gunicorn:
 
     def start(self) -> "Gunicorn":
         """Start the server and wait until it accepts connections."""
-        self.proc = subprocess.Popen(self.argv, cwd=PROJECT, env=self.env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        wait_for_port(self.port, self.proc)
+        return self.launch().wait_ready()
+
+    def launch(self) -> "Gunicorn":
+        """Start the server without waiting for it (a server that must fail to start, or several at once)."""
+        if not self.to_file:
+            self.proc = subprocess.Popen(self.argv, cwd=PROJECT, env=self.env, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, start_new_session=self.new_session)
+            return self
+        with open(self.output, "wb") as out:
+            self.proc = subprocess.Popen(self.argv, cwd=PROJECT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=self.new_session)
+        return self
+
+    def wait_ready(self, deadline_seconds: float = 30.0) -> "Gunicorn":
+        """Return once the launched server accepts connections; fail with its output if it does not."""
+        try:
+            wait_for_port(self.port, self.proc, deadline_seconds)
+        except AssertionError as err:
+            if not self.to_file:
+                raise
+            raise AssertionError(f"{err}\n{self.output.read_text(errors='replace')[-3000:]}") from None
         return self
 
     def stop(self, timeout: float = 30) -> int:
@@ -65,13 +94,29 @@ class Gunicorn:
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self._signal(signal.SIGTERM)
         try:
-            _, self.stderr = self.proc.communicate(timeout=timeout)
+            _, stderr = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, self.stderr = self.proc.communicate()
+            self._signal(signal.SIGKILL)
+            _, stderr = self.proc.communicate()
+        self.stderr = self.output.read_bytes() if self.to_file else stderr
         return self.proc.returncode
+
+    def _signal(self, signum: int) -> None:
+        """Send `signum` to the server, or to its whole process group (as Ctrl-C or a supervisor would)."""
+        if not self.new_session:
+            self.proc.send_signal(signum)
+            return
+        try:
+            os.killpg(self.proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def logs(self) -> str:
+        """The app's log file and (with `to_file`) the server's output, as text."""
+        paths = (self.log_path, self.output) if self.to_file else (self.log_path,)
+        return "".join(path.read_text(encoding="utf-8", errors="replace") for path in paths if path.exists())
 
     def __enter__(self) -> "Gunicorn":
         return self.start()

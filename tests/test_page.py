@@ -11,25 +11,19 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
 import struct
-import subprocess
-import sys
 import tempfile
 import threading
-import time
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from browser import INSTALLED, MISSING, chromium
-from conftest import ORCHESTRATOR, PROJECT
-from servers import free_port, wait_for_port
+from conftest import ORCHESTRATOR, PROJECT, poll
+from servers import Gunicorn
 
 if not INSTALLED:
     pytest.skip(MISSING, allow_module_level=True)
@@ -42,6 +36,11 @@ ARTIFACTS = PROJECT / "test-artifacts"
 API_KEY = "page-test-key-0123456789"
 XSS_MESSAGE = 'page test <img src=x onerror="window.__xss=1"><b id="xss-probe">not bold</b> & "quotes"'
 STREAM_MAX_SECONDS = 12  # the server ends each stream after this; the page reconnects (used by the fallback test)
+# Host alerts come and go with this machine's load: off, so every alert the page shows comes from the data.
+NO_HOST_ALERTS = {f"ALERT_{res}_{level}": "100" for res in ("CPU", "MEMORY", "DISK") for level in ("WARNING", "CRITICAL")}
+PAGE_SETTINGS = {"HEALTH_SAMPLE_SECONDS": "1", "TRAINING_COMMAND": "python orchestrator.py train --verbose",
+                 "ORCHESTRATOR_TIME_SCALE": "0.3", "API_KEY": "", "REQUIRE_AUTH_FOR_READS": "false",
+                 "STREAM_HEALTH_SECONDS": "1", "STREAM_MAX_SECONDS": str(STREAM_MAX_SECONDS), **NO_HOST_ALERTS}
 
 
 def _routes() -> set[str]:
@@ -50,7 +49,7 @@ def _routes() -> set[str]:
 
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app({"TESTING": True, "DATABASE_PATH": Path(tmp) / "db.sqlite", "LOG_FILE": None,
-                          "HEALTH_SAMPLE_SECONDS": 0, "TRAINING_RUNS_DIR": Path(tmp) / "runs"})
+                          "HEALTH_SAMPLE_SECONDS": 0, "INGEST_SECONDS": 0, "TRAINING_RUNS_DIR": Path(tmp) / "runs"})
         return {rule.rule for rule in app.url_map.iter_rules()}
 
 
@@ -63,20 +62,6 @@ needs_stream = pytest.mark.skipif("/api/stream" not in ROUTES, reason="GET /api/
 
 # ---------- server and browser ----------
 
-class Server:
-    def __init__(self, base: str, proc: subprocess.Popen, log: Path):
-        self.base, self.proc, self.log = base, proc, log
-
-    def get(self, path: str, key: str | None = None):
-        request = urllib.request.Request(self.base + path, headers={"Authorization": f"Bearer {key}"} if key else {})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as err:
-            with err:
-                return err.code, json.loads(err.read())
-
-
 def add_html_log_line(root: Path) -> None:
     """A WARNING line whose message is HTML, after the last run's final line (it must show as text)."""
     log = root / "logs" / "holistic_training.log"
@@ -86,44 +71,43 @@ def add_html_log_line(root: Path) -> None:
         handle.write(f"{stamp} - HolisticTrainer - WARNING - {XSS_MESSAGE}\n")
 
 
-def start_server(_built, tmp: Path, **env) -> Server:
+def page_orchestrator(_built, tmp: Path) -> Path:
+    """A copy of the example orchestrator with 14 days of history, able to `train`, with an HTML log line."""
     root = tmp / "orchestrator"
     shutil.copytree(_built(None, 14), root)
     shutil.copy(ORCHESTRATOR, root / "orchestrator.py")  # TRAINING_COMMAND runs it in the root
     add_html_log_line(root)
-    port = free_port()
-    environ = {**os.environ, "ENVIRONMENT": "local", "HOST": "127.0.0.1", "PORT": str(port),
-               "ORCHESTRATOR_PATH": str(root), "DATABASE_PATH": str(tmp / "db.sqlite"),
-               "LOG_FILE": str(tmp / "server.log"), "HEALTH_SAMPLE_SECONDS": "1",
-               "TRAINING_RUNS_DIR": str(tmp / "runs"), "TRAINING_COMMAND": "python orchestrator.py train --verbose",
-               "ORCHESTRATOR_TIME_SCALE": "0.3", "API_KEY": "", "REQUIRE_AUTH_FOR_READS": "false",
-               "STREAM_HEALTH_SECONDS": "1", "STREAM_MAX_SECONDS": str(STREAM_MAX_SECONDS), **env}
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "--config", "gunicorn.conf.py",
-                             "app:app"], cwd=PROJECT, env=environ, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    wait_for_port(port, proc)
-    return Server(f"http://127.0.0.1:{port}", proc, tmp / "server.log")
+    return root
 
 
-def stop_server(server: Server) -> None:
-    server.proc.terminate()
-    try:
-        server.proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        server.proc.wait()
-    assert "Traceback" not in server.log.read_text(encoding="utf-8")
+def latest_scores(root: Path) -> dict[str, float]:
+    """Each agent's latest quality score in the orchestrator's logs/training_metrics.json."""
+    metrics = json.loads((root / "logs" / "training_metrics.json").read_text(encoding="utf-8"))
+    return {key.removesuffix("_quality"): points[-1]["score"] for key, points in metrics.items()
+            if key.startswith("agent_") and key.endswith("_quality") and points and points[-1].get("score") is not None}
+
+
+def start_server(root: Path, tmp: Path, **env) -> Gunicorn:
+    """gunicorn over `root` with the page's settings (`env` on top), files in tmp/server."""
+    return Gunicorn(root, tmp / "server", to_file=True, **{**PAGE_SETTINGS, **env}).start()
+
+
+def stop_server(server: Gunicorn) -> None:
+    """Stop the server; it must exit cleanly and have logged no traceback."""
+    assert server.stop() == 0, server.stderr[-3000:]
+    assert "Traceback" not in server.logs()
 
 
 @pytest.fixture(scope="module")
 def server(_built, tmp_path_factory):
-    """gunicorn over a copy of the example orchestrator with 14 days of history, sampling health every second."""
-    srv = start_server(_built, tmp_path_factory.mktemp("page"))
+    """gunicorn over a copy of the example orchestrator with 14 days of history, sampling health every second.
+
+    QUALITY_THRESHOLD sits just above the weakest agent's latest score, so its low-quality alert is always on."""
+    tmp = tmp_path_factory.mktemp("page")
+    root = page_orchestrator(_built, tmp)
+    srv = start_server(root, tmp, QUALITY_THRESHOLD=f"{min(latest_scores(root).values()) + 0.05:.2f}")
     try:
-        deadline = time.monotonic() + 20
-        while not srv.get("/api/system/health/history?hours=24")[1]["samples"]:  # the health chart needs one
-            assert time.monotonic() < deadline, "no health sample was stored"
-            time.sleep(0.2)
+        poll(lambda: srv.get_json("/api/system/health/history?hours=24")[1]["samples"], bool, 20, 0.2)  # for the chart
         yield srv
     finally:
         stop_server(srv)
@@ -149,7 +133,7 @@ def wait(driver, seconds: float = 15):
     return WebDriverWait(driver, seconds, poll_frequency=0.1)
 
 
-def open_page(driver, server: Server, width: int = 1280, height: int = 900) -> None:
+def open_page(driver, server: Gunicorn, width: int = 1280, height: int = 900) -> None:
     viewport(driver, width, height)
     driver.get(server.base + "/")
     wait(driver).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#agents-table tbody tr[data-agent-id]"))
@@ -190,10 +174,10 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def test_page_shows_what_the_api_answers_without_console_errors(server, browser):
     console_errors(browser)
-    answers = [server.get("/api/dashboard/quick-stats")[1]]
+    answers = [server.get_json("/api/dashboard/quick-stats")[1]]
     open_page(browser, server)
 
-    _, agents = server.get("/api/agents/status")
+    _, agents = server.get_json("/api/agents/status")
     assert agents, "the example orchestrator has agents"
     rows = wait(browser).until(lambda d: (r := d.find_elements(By.CSS_SELECTOR, "#agents-table tbody tr"))
                                and len(r) == len(agents) and r)
@@ -206,11 +190,11 @@ def test_page_shows_what_the_api_answers_without_console_errors(server, browser)
         assert row.find_element(By.CSS_SELECTOR, '[data-field="status"]').text == agent["status"]
         assert "pill" in row.find_element(By.CSS_SELECTOR, '[data-field="status"] span').get_attribute("class")
 
-    # Alert and error counters move while the test runs (host alerts fire and clear under load), so the
-    # page's must lie within what the API answered during the test; the others must equal the API's.
+    # Counters can move while the test runs (the 24-hour error window slides), so the page's must lie
+    # within what the API answered during the test; the other figures must equal the API's.
 
     def stats_match(driver):
-        _, stats = server.get("/api/dashboard/quick-stats")
+        _, stats = server.get_json("/api/dashboard/quick-stats")
         answers.append(stats)
         shown = {name: driver.find_element(By.CSS_SELECTOR, f'#quick-stats [data-stat="{name}"]').text.strip()
                  for name in ("agents_online", "agents_total", "overall_quality", "training_running",
@@ -248,12 +232,18 @@ def test_page_shows_what_the_api_answers_without_console_errors(server, browser)
     log_levels = "return [...document.querySelectorAll('#log-list li')].map(li => li.dataset.level)"
     wait(browser).until(lambda d: (levels := d.execute_script(log_levels)) and set(levels) == {"warning"})
 
-    # Host alerts (host.cpu, ...) come and go with the load of the test machine; the others are stable.
-    _, alerts = server.get("/api/system/alerts")
-    shown_alerts = wait(browser).until(lambda d: d.execute_script(
-        "return [...document.querySelectorAll('#alerts-list li')].map(li => li.dataset.alertId)"))
-    stable = lambda ids: sorted(i for i in ids if not i.startswith("host."))  # noqa: E731
-    assert stable(shown_alerts) == stable(a["id"] for a in alerts) != []
+    # The fixture's QUALITY_THRESHOLD puts the weakest agents below it: the page shows the API's alerts, theirs too.
+    threshold = float(server.env["QUALITY_THRESHOLD"])
+    weak = [agent for agent, score in latest_scores(Path(server.env["ORCHESTRATOR_PATH"])).items() if score < threshold]
+    _, alerts = server.get_json("/api/system/alerts")
+    api_alerts = {a["id"]: a["message"] for a in alerts}
+    assert weak and {f"agent.{agent}.low_quality" for agent in weak} <= set(api_alerts), api_alerts
+    shown_alerts = "return [...document.querySelectorAll('#alerts-list li')].map(li => [li.dataset.alertId, " \
+                   "li.querySelector('.text').textContent])"
+    try:
+        wait(browser).until(lambda d: dict(d.execute_script(shown_alerts)) == api_alerts)
+    except TimeoutException:
+        raise AssertionError(f"alerts shown {browser.execute_script(shown_alerts)}, API {api_alerts}") from None
     assert len(browser.find_elements(By.CSS_SELECTOR, '#health-gauges [data-gauge][aria-valuenow]')) == 3
 
     assert console_errors(browser) == []
@@ -261,8 +251,9 @@ def test_page_shows_what_the_api_answers_without_console_errors(server, browser)
 
 def test_quality_and_health_charts_render(server, browser):
     open_page(browser, server)
-    _, quality = server.get("/api/metrics/quality?days=30")
-    _, trends = server.get("/api/metrics/trends?days=30")
+    _, quality = server.get_json("/api/metrics/quality?days=30")
+    _, trends = server.get_json("/api/metrics/trends?days=30")
+    _, history = server.get_json("/api/training/history?days=30")
     agent_ids = [k for k in quality if k not in ("timestamps", "system", "warnings")]
 
     chart = wait(browser).until(lambda d: d.execute_script("""
@@ -275,13 +266,24 @@ def test_quality_and_health_charts_render(server, browser):
     assert {"System", "System 7-day average"} <= set(by_label)
     assert sorted(ds["agent"] for ds in chart["datasets"] if ds["agent"]) == sorted(agent_ids)
     assert all(len(ds["data"]) == chart["labels"] for ds in chart["datasets"])
-    non_null = lambda values: [v for v in values if v is not None]  # noqa: E731
-    assert non_null(by_label["System"]["data"]) == non_null(quality["system"])
-    assert non_null(by_label["System 7-day average"]["data"]) == non_null(trends["moving_average_7d"])
-    assert None in by_label["System"]["data"], "a day without a score is a gap (the example has a failed day)"
+    # Every day either answer has, oldest first; the chart leaves out the leading days without any value.
+    days = sorted(set(quality["timestamps"]) | set(trends["timestamps"]))[-chart["labels"]:]
+
+    def by_day(source: dict, key: str) -> list:
+        """The values of source[key] on the chart's days, None where it has none."""
+        values = dict(zip(source["timestamps"], source[key]))
+        return [values.get(day) for day in days]
+
+    assert by_label["System"]["data"] == by_day(quality, "system")
+    assert by_label["System 7-day average"]["data"] == by_day(trends, "moving_average_7d")
     for ds in chart["datasets"]:
         if ds["agent"]:
-            assert non_null(ds["data"]) == non_null(quality[ds["agent"]])
+            assert ds["data"] == by_day(quality, ds["agent"])
+    # The backfill puts one failed run in any 14 days, never the last: a day without a score, a gap in the line.
+    failed = [run["date"] for run in history if run["status"] == "failed"]
+    assert failed, history
+    for day in failed:
+        assert 0 < days.index(day) < len(days) - 1 and by_label["System"]["data"][days.index(day)] is None, day
 
     health = wait(browser).until(lambda d: d.execute_script("""
         const chart = window.Chart && Chart.getChart('health-chart');
@@ -314,7 +316,8 @@ def test_layout_at_1280_and_390_with_screenshots(server, browser):
     assert browser.execute_script("return document.documentElement.scrollWidth") <= 1280
 
     viewport(browser, 390, 844)
-    time.sleep(0.5)  # charts resize on the next frame
+    wait(browser).until(lambda d: d.execute_script(  # charts resize on a later frame
+        "return document.getElementById('quality-chart').getBoundingClientRect().width <= 390"))
     sizes = browser.execute_script("""
         const scroller = document.querySelector('.table-scroll');
         return {doc: document.documentElement.scrollWidth, body: document.body.scrollWidth,
@@ -381,17 +384,17 @@ def test_start_and_stop_a_real_run_without_reloading(server, browser):
     assert start.is_enabled() and not stop.is_enabled()
     browser.execute_script("window.__sameDocument = 'still here';")
 
+    def progress(driver) -> float:
+        """The progress bar's value while the page shows a run (0 otherwise)."""
+        now = driver.find_element(By.ID, "progress-bar").get_attribute("aria-valuenow")
+        return float(now) if now is not None and status(driver) == "true" else 0.0
+
     start.click()
-    values: list[float] = []
-    deadline = time.monotonic() + 25
-    while time.monotonic() < deadline:
-        now = browser.find_element(By.ID, "progress-bar").get_attribute("aria-valuenow")
-        if now is not None and float(now) > 0 and status(browser) == "true" and (not values or float(now) != values[-1]):
-            values.append(float(now))
-        if len(values) >= 2 and values[-1] > values[0]:
-            break
-        time.sleep(0.05)
-    assert len(values) >= 2 and values[-1] > values[0], f"progress did not increase: {values}"
+    first = wait(browser, 25).until(progress)
+    try:
+        wait(browser, 25).until(lambda d: progress(d) > first)
+    except TimeoutException:
+        raise AssertionError(f"progress did not increase from {first}: {progress(browser)}") from None
     started = text(browser, "#training-message")
     assert started.startswith("Training started"), started
     session = int(re.search(r"session (\d+)", started).group(1))
@@ -406,7 +409,7 @@ def test_start_and_stop_a_real_run_without_reloading(server, browser):
     assert text(browser, '#training-status [data-field="state"]') == "Not running"
     assert browser.find_element(By.ID, "progress-bar").get_attribute("aria-valuenow") == "0"
     assert browser.execute_script("return window.__sameDocument") == "still here", "the page was reloaded"
-    code, body = server.get(f"/api/training/session/{session}")
+    code, body = server.get_json(f"/api/training/session/{session}")
     assert code == 200 and body["status"] == "stopped", body
     wait(browser).until(lambda d: d.find_element(By.ID, "start-training").is_enabled())
     assert console_errors(browser) == []
@@ -415,7 +418,7 @@ def test_start_and_stop_a_real_run_without_reloading(server, browser):
 @needs_training_control
 def test_a_401_asks_for_the_key_and_sends_it(_built, tmp_path, browser):
     """API_KEY set: reads stay open, Start answers 401, the form asks, the retry carries the key."""
-    srv = start_server(_built, tmp_path, API_KEY=API_KEY)
+    srv = start_server(page_orchestrator(_built, tmp_path), tmp_path, API_KEY=API_KEY)
     try:
         console_errors(browser)
         open_page(browser, srv)
@@ -454,7 +457,8 @@ def test_a_401_asks_for_the_key_and_sends_it(_built, tmp_path, browser):
 def test_reads_behind_a_key_ask_once_and_poll_with_it(_built, tmp_path, browser):
     """REQUIRE_AUTH_FOR_READS: every GET answers 401 until the key is given; then the page polls with it
     (an EventSource cannot send the header). HEALTH_SAMPLE_SECONDS=0: the health chart's empty state."""
-    srv = start_server(_built, tmp_path, API_KEY=API_KEY, REQUIRE_AUTH_FOR_READS="true", HEALTH_SAMPLE_SECONDS="0")
+    srv = start_server(page_orchestrator(_built, tmp_path), tmp_path, API_KEY=API_KEY, REQUIRE_AUTH_FOR_READS="true",
+                       HEALTH_SAMPLE_SECONDS="0")
     try:
         console_errors(browser)
         viewport(browser, 1280, 900)
@@ -468,7 +472,7 @@ def test_reads_behind_a_key_ask_once_and_poll_with_it(_built, tmp_path, browser)
         browser.find_element(By.ID, "auth-key").send_keys(API_KEY)
         browser.find_element(By.CSS_SELECTOR, "#auth-form button[type=submit]").click()
 
-        _, agents = srv.get("/api/agents/status", key=API_KEY)
+        _, agents = srv.get_json("/api/agents/status", headers={"Authorization": f"Bearer {API_KEY}"})
         wait(browser).until(lambda d: d.execute_script(
             "return [...document.querySelectorAll('#agents-table tbody tr')].map(r => r.dataset.agentId)")
             == [a["id"] for a in agents])
@@ -522,12 +526,12 @@ def test_a_fetch_from_an_allowed_origin_works_and_others_are_refused(_built, tmp
         threading.Thread(target=http_server.serve_forever, daemon=True).start()
         origins.append(http_server)
     allowed, other = (f"http://localhost:{s.server_address[1]}" for s in origins)
-    srv = start_server(_built, tmp_path, CORS_ORIGINS=allowed)
+    srv = start_server(page_orchestrator(_built, tmp_path), tmp_path, CORS_ORIGINS=allowed)
     try:
         browser.set_script_timeout(15)
         browser.get(allowed + "/")
         read = browser.execute_async_script(FETCH_FROM_PAGE, srv.base + "/api/agents/status", False)
-        assert read["status"] == 200 and [a["id"] for a in read["body"]] == [a["id"] for a in srv.get("/api/agents/status")[1]]
+        assert read["status"] == 200 and [a["id"] for a in read["body"]] == [a["id"] for a in srv.get_json("/api/agents/status")[1]]
         write = browser.execute_async_script(FETCH_FROM_PAGE, srv.base + "/api/storyboard/project/create", True)
         assert write["status"] == 201 and write["body"]["name"] == "cors"
 
@@ -536,7 +540,7 @@ def test_a_fetch_from_an_allowed_origin_works_and_others_are_refused(_built, tmp
         assert "error" in refused and "Failed to fetch" in refused["error"]
         blocked = browser.execute_async_script(FETCH_FROM_PAGE, srv.base + "/api/storyboard/project/create", True)
         assert "error" in blocked
-        assert [p["name"] for p in srv.get("/api/storyboard/projects")[1]] == ["cors"]  # the preflight stopped it
+        assert [p["name"] for p in srv.get_json("/api/storyboard/projects")[1]] == ["cors"]  # the preflight stopped it
     finally:
         stop_server(srv)
         for http_server in origins:
