@@ -300,6 +300,12 @@ def recorded(conn: sqlite3.Connection, path: Path) -> bool:
     return row is not None and (row["mtime_ns"], row["size"]) == _signature(path)
 
 
+def cursor_positions(conn: sqlite3.Connection, path: Path) -> tuple:
+    """How far the ingester has recorded each series of the file at `path`: changes whenever it records."""
+    return tuple(conn.execute("SELECT series, position FROM ingest_cursors WHERE path = ? ORDER BY series",
+                              (str(path),)).fetchall())
+
+
 def recent_metrics(conn: sqlite3.Connection, path: Path, tz: tzinfo, since: datetime, per_series: int = 30) -> dict:
     """The metrics file's series as recorded, in parse_training_metrics' shape (naive local times,
     oldest first): each series' points since `since` (aware) and at least its newest `per_series`."""

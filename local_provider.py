@@ -50,6 +50,7 @@ class LocalDataProvider(DataProvider):
         self.disk_path = config.get("HEALTH_DISK_PATH", "/")
         self.training = training_control.TrainingController(config)
         self.alert_limits = {k: v for k, v in config.items() if k.startswith("ALERT_")}
+        self._recorded: tuple = (None, None)  # (what it was read at, the recent points of a large metrics file)
         # What "now" is for every calendar decision of a request (tests set a fixed instant).
         self.clock: Callable[[], datetime] = wall_clock
 
@@ -91,7 +92,11 @@ class LocalDataProvider(DataProvider):
             if path is None or path.stat().st_size <= data_loader.MAX_FILE_BYTES:
                 return None, []
             db = database.get_db()
-            metrics = history_store.recent_metrics(db, path, self.tz, now - RECENT_METRICS_WINDOW)
+            stamp = (history_store.cursor_positions(db, path), now.date())
+            metrics = self._recorded[1] if self._recorded[0] == stamp else None
+            if metrics is None:  # read again only after the ingester recorded more (or a day passed)
+                metrics = history_store.recent_metrics(db, path, self.tz, now - RECENT_METRICS_WINDOW)
+                self._recorded = (stamp, metrics)
             done = history_store.recorded(db, path)
         except (OSError, sqlite3.Error, database.DatabaseUnavailable):
             return None, []  # the file is read (and refused) as usual, which says why

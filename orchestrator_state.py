@@ -154,8 +154,9 @@ class OrchestratorState:
     def reports(self) -> list[dict]:
         """The newest REPORT_WINDOW daily reports, parsed, oldest first (older ones live in the database)."""
         parsed = []
-        for _day, path in self.report_files[-REPORT_WINDOW:]:
-            report = self._parse(dl.parse_daily_report, f"logs/{path.name}")
+        for _day, path in self.report_files[-REPORT_WINDOW:]:  # the listing keeps only files inside the folder
+            report, warnings = dl.parse_daily_report(path)
+            self.warnings.extend(warnings)
             if report and report.get("date"):
                 parsed.append(report)
         return parsed
