@@ -722,10 +722,14 @@ def iter_log_events(path, since: Optional[datetime] = None) -> Iterator[dict]:
         yield from _group(lines(f))
 
 
-def log_events_from(path, offset: int = 0) -> Iterator[tuple[dict, int]]:
-    """Every event of a log from byte `offset` (a line start) on, oldest first, each with the offset
-    just past its last line; streamed. A last line still being written (no newline yet) is left for
-    later; nothing for a missing or non-regular file."""
+_OTHER_LEVEL = {}  # log_events_from: an event of a level not asked for (its lines are skipped)
+
+
+def log_events_from(path, offset: int = 0, levels: Optional[frozenset] = None) -> Iterator[tuple[Optional[dict], int]]:
+    """The events of a log (only those of `levels`, when given) from byte `offset` (a line start) on,
+    oldest first, each with the offset just past its last line, then (None, where reading stopped);
+    streamed. A last line still being written (no newline yet) is left for later; nothing for a missing
+    or non-regular file. Lines of other levels are only recognised, not parsed: a large log is fast."""
     fd, _st, _warnings = open_regular(Path(path))
     if fd is None:
         return
@@ -738,16 +742,23 @@ def log_events_from(path, offset: int = 0) -> Iterator[tuple[dict, int]]:
             line = raw.decode("utf-8", errors="replace").removesuffix("\n").removesuffix("\r")
             line = line.removeprefix("\ufeff") if position == 0 else line
             position += len(raw)
-            parsed = parse_log_line(line)
+            m = LOG_LINE_RE.match(line)
+            if m and levels is not None and m.group(3) not in levels:
+                parsed = _OTHER_LEVEL
+            else:
+                when = parse_naive_timestamp(m.group(1)) if m else None
+                parsed = None if when is None else {"timestamp": when, "source": m.group(2),
+                                                    "level": m.group(3), "message": m.group(4)}
             if parsed is not None:
-                if event is not None:
+                if event is not None and event is not _OTHER_LEVEL:
                     yield event, end
                 event = parsed
-            elif event is not None and len(event["message"]) < MAX_EVENT_CHARS:
+            elif event is not None and event is not _OTHER_LEVEL and len(event["message"]) < MAX_EVENT_CHARS:
                 event["message"] += "\n" + line
             end = position
-        if event is not None:  # logging writes a record (a traceback too) in one go: it is complete
+        if event is not None and event is not _OTHER_LEVEL:  # logging writes a record in one go: complete
             yield event, end
+        yield None, end
 
 
 def parse_run_progress(events) -> dict:

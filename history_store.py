@@ -271,9 +271,9 @@ def _ingest_log_events(conn: sqlite3.Connection, s: OrchestratorState, path: Pat
                        (str(path), LOG_CURSOR)).fetchone()
     start = row["position"] if row and row["last_key"] == str(st.st_ino) and row["position"] <= st.st_size else 0
     rows, written, end = [], 0, start
-    for event, end in dl.log_events_from(path, start):
-        severity = EVENT_SEVERITY.get(event["level"])
-        if severity is not None:
+    for event, end in dl.log_events_from(path, start, frozenset(EVENT_SEVERITY)):
+        if event is not None:
+            severity = EVENT_SEVERITY[event["level"]]
             stamp = s.iso(event["timestamp"])
             rows.append((stamp, "orchestrator_log", None, event["message"], severity, None, event["source"],
                          fingerprint("log", stamp, event["level"], event["source"], event["message"])))
