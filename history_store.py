@@ -52,9 +52,10 @@ def _sources(s: OrchestratorState) -> dict[str, Path]:
     sources = {"metrics": metrics_path(s.root), "result": dl.resolve_inside(s.root, "holistic_training_result.json")}
     if s.log_files:
         sources["log"] = dl.resolve_inside(s.root, f"logs/{s.log_files[0].name}")
-    for day, path in s.report_files:
-        sources[f"report:{day.isoformat()}"] = dl.resolve_inside(s.root, f"logs/{path.name}")
-    return {name: path for name, path in sources.items() if path is not None}
+    sources = {name: path for name, path in sources.items() if path is not None}
+    for day, path in s.report_files:  # the listing keeps only files inside the folder
+        sources[f"report:{day.isoformat()}"] = path
+    return sources
 
 
 def changed_sources(conn: sqlite3.Connection, s: OrchestratorState) -> dict[str, tuple[Path, tuple[int, int]]]:
