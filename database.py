@@ -133,6 +133,7 @@ class Connection(sqlite3.Connection):
     def __init__(self, path, *args, **kwargs):
         super().__init__(path, *args, **kwargs)
         self.pid, self.path = os.getpid(), os.path.abspath(path)
+        self.opened_as = _file_state(path)
         with _registry_lock:
             _registry.add(self)
 
@@ -265,22 +266,63 @@ def migrate(path: Path | str) -> int:
 
 
 def get_db() -> sqlite3.Connection:
-    """The request's connection, opened on first use."""
+    """The request's connection: this thread's own, opened on first use and kept for its next requests."""
     if "db" not in g:
         try:
             if not current_app.extensions.get("database_migrated"):
                 _migrate_app(current_app)  # start-up could not; the disk may be back
-            g.db = connect(current_app.config["DATABASE_PATH"])
+            g.db = _thread_connection(current_app.config["DATABASE_PATH"])
         except (sqlite3.Error, OSError) as err:
             raise DatabaseUnavailable(str(err)) from err
     return g.db
 
 
-def close_db(_exc=None) -> None:
-    """Close the request's connection, if one was opened."""
+def close_db(exc=None) -> None:
+    """End the request's use of its connection: nothing left open in it; closed after a database error."""
     db = g.pop("db", None)
-    if db is not None:
-        db.close()
+    if db is None:
+        return
+    try:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+    except sqlite3.Error:
+        exc = exc or True
+    if isinstance(exc, sqlite3.Error) or exc is True:
+        _forget_thread_connection(db)
+
+
+# Opening a connection (and its WAL files) costs about as much as a small request: each serving thread
+# keeps one per database, for the few databases it used last (tests open many).
+_THREAD_CONNECTIONS = 4
+_threads = threading.local()
+
+
+def _thread_connection(path: Path | str) -> sqlite3.Connection:
+    conns = _threads.__dict__.setdefault("conns", {})
+    key = (os.getpid(), os.path.abspath(path))
+    conn = conns.pop(key, None)
+    if conn is not None and conn.opened_as != _file_state(path):  # replaced, deleted or made read-only
+        conn.close()
+        conn = None
+    conns[key] = conn or connect(path)
+    while len(conns) > _THREAD_CONNECTIONS:
+        old = conns.pop(next(iter(conns)))
+        if old.pid == os.getpid():
+            old.close()
+    return conns[key]
+
+
+def _forget_thread_connection(conn: sqlite3.Connection) -> None:
+    getattr(_threads, "conns", {}).pop((conn.pid, conn.path), None)
+    conn.close()
+
+
+def _file_state(path: Path | str) -> tuple | None:
+    """(inode, writable by this process): a connection opened on another state acts unlike a new one."""
+    try:
+        return os.stat(path).st_ino, os.access(path, os.W_OK, effective_ids=os.access in os.supports_effective_ids)
+    except OSError:
+        return None
 
 
 def ping() -> bool:
@@ -339,6 +381,8 @@ class Generations:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._version: int | None = None
+        self._token: tuple | None = None
+        self._opened = 0  # connections opened so far: part of the token, as data_version restarts with each
         self._rows: tuple[tuple[str, int], ...] = ()
         self._retry_at = 0.0
 
@@ -347,6 +391,11 @@ class Generations:
         rows = self._current()
         return None if rows is None else sum(value for prefix, value in rows if path.startswith(prefix))
 
+    def version(self) -> tuple | None:
+        """A token that changes whenever any other connection (of any process) commits to the database;
+        None while it cannot be read."""
+        return None if self._current() is None else self._token
+
     def _current(self) -> tuple[tuple[str, int], ...] | None:
         with self._lock:
             try:
@@ -354,6 +403,7 @@ class Generations:
                     if time.monotonic() < self._retry_at:
                         return None
                     self._conn = connect(self.path)
+                    self._opened += 1
                     self._conn.execute("PRAGMA busy_timeout = 100")  # a request never waits long for this
                     self._version = None
                 version = self._conn.execute("PRAGMA data_version").fetchone()[0]  # before the read below
@@ -361,6 +411,7 @@ class Generations:
                     rows = self._conn.execute("SELECT prefix, value FROM cache_generations").fetchall()
                     self._rows = tuple(tuple(row) for row in rows)
                     self._version = version
+                self._token = (self._opened, version)
                 return self._rows
             except (sqlite3.Error, OSError) as err:
                 log.debug("cache generations unreadable (caches use their TTL alone): %s", err)

@@ -355,11 +355,23 @@ def daily_quality(conn: sqlite3.Connection, metric_type: str, tz: tzinfo, first_
     return {d: v for d, v in days.items() if d >= first_day}
 
 
+# Each distinct metric type by one index seek (a loose index scan), not by reading every row.
+_METRIC_TYPES = (
+    "WITH RECURSIVE t(m) AS (SELECT MIN(metric_type) FROM metrics UNION ALL"
+    " SELECT (SELECT MIN(metric_type) FROM metrics WHERE metric_type > t.m) FROM t WHERE t.m IS NOT NULL)"
+    " SELECT m FROM t WHERE m IS NOT NULL")
+
+
 def quality_agents(conn: sqlite3.Connection, since_iso: str) -> set[str]:
     """Agents with quality rows since `since_iso`."""
-    rows = conn.execute("SELECT DISTINCT agent_id FROM metrics WHERE agent_id IS NOT NULL AND timestamp >= ?"
-                        " AND metric_type = agent_id || '_quality'", (since_iso,))
-    return {r[0] for r in rows}
+    agents = set()
+    for (metric_type,) in conn.execute(_METRIC_TYPES).fetchall():
+        agent = metric_type[: -len("_quality")]
+        if metric_type.endswith("_quality") and agent.startswith("agent_") and conn.execute(
+                "SELECT 1 FROM metrics WHERE metric_type = ? AND timestamp >= ? AND agent_id = ? LIMIT 1",
+                (metric_type, since_iso, agent)).fetchone():
+            agents.add(agent)
+    return agents
 
 
 def metric_points(conn: sqlite3.Connection, metric_type: str, since_iso: str) -> Optional[list[dict]]:

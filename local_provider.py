@@ -25,8 +25,10 @@ from analytics import daily_last, moving_average, natural_key, rank_desc, trend_
 from contract import NewProject, Payload
 from data_providers import DataProvider
 from errors import ApiError
+from orchestrator_files import OrchestratorFiles
 from orchestrator_state import SYSTEM_KEY, OrchestratorState, orchestrator_zone, wall_clock
 from runs import runs_from_files
+from versioned_memo import VersionedMemo
 
 
 ERROR_LEVELS = ("ERROR", "CRITICAL", "WARNING")
@@ -50,16 +52,25 @@ class LocalDataProvider(DataProvider):
         self.disk_path = config.get("HEALTH_DISK_PATH", "/")
         self.training = training_control.TrainingController(config)
         self.alert_limits = {k: v for k, v in config.items() if k.startswith("ALERT_")}
-        self._recorded: tuple = (None, None)  # (what it was read at, the recent points of a large metrics file)
+        self.db_path = config["DATABASE_PATH"]
+        # What the files hold, parsed, with the store version and day it was read at (see state()).
+        self._files: tuple = (None, None, [])
+        self._reads = VersionedMemo()  # database reads, kept while the database is unchanged
         # What "now" is for every calendar decision of a request (tests set a fixed instant).
         self.clock: Callable[[], datetime] = wall_clock
 
     def state(self) -> OrchestratorState:
-        """A fresh view of the orchestrator folder (one per request)."""
+        """This request's view of the orchestrator folder: the files as parsed for an earlier request
+        while neither they nor the database changed since, at this request's instant."""
         now = self.clock()
-        metrics, warnings = self._recorded_metrics(now)
-        state = OrchestratorState(self.root, self.tz, now=now, sessions=self._recent_sessions(),
-                                  recorded_metrics=metrics)
+        key = (self._store_version(), now.date())
+        cached_key, files, warnings = self._files
+        if key[0] is None or cached_key != key or not files.unchanged():
+            metrics, warnings = self._recorded_metrics(now)
+            files = OrchestratorFiles(self.root, metrics)
+            self._files = (key, files, warnings)
+        sessions = self._from_db(None, self.training.recent_sessions, key="sessions") or []
+        state = OrchestratorState(self.root, self.tz, now=now, sessions=sessions, files=files)
         state.warnings.extend(warnings)
         if not state.root_exists:
             state.warnings.append(f"orchestrator folder not found: {os.fspath(self.root)} (set ORCHESTRATOR_PATH)")
@@ -71,17 +82,25 @@ class LocalDataProvider(DataProvider):
         """{date: quality}: the database's history (every report and point ever ingested), overlaid by
         what the files say now (so a change shows before the ingester has recorded it)."""
         metric = f"{agent_id}_quality" if agent_id else SYSTEM_KEY
-        days = self._from_db(s, lambda db: history_store.daily_quality(db, metric, self.tz, first_day)) or {}
+        days = dict(self._from_db(s, lambda db: history_store.daily_quality(db, metric, self.tz, first_day),
+                                  key=("daily", metric, first_day)) or {})
         days.update(s.report_quality(agent_id))
         days.update(daily_last(s.quality_points(agent_id)))
         return {d: v for d, v in sorted(days.items()) if d >= first_day}
 
-    def _from_db(self, s: OrchestratorState, read):
-        """`read(db)`; None (and a warning) when the database fails."""
+    def _store_version(self):
+        return database.generations(self.db_path).version()
+
+    def _from_db(self, s: Optional[OrchestratorState], read, key=None):
+        """`read(db)`, kept under `key` (when given) until the database changes; None (and a warning,
+        when `s` is given) when the database fails."""
         try:
-            return read(database.get_db())
+            if key is None:
+                return read(database.get_db())
+            return self._reads.get(key, self._store_version(), lambda: read(database.get_db()))
         except (sqlite3.Error, database.DatabaseUnavailable) as err:
-            self._db_warning(s, err)
+            if s is not None:
+                self._db_warning(s, err)
             return None
 
     def _recorded_metrics(self, now: datetime) -> tuple[Optional[dict], list[str]]:
@@ -92,22 +111,12 @@ class LocalDataProvider(DataProvider):
             if path is None or path.stat().st_size <= data_loader.MAX_FILE_BYTES:
                 return None, []
             db = database.get_db()
-            stamp = (history_store.cursor_positions(db, path), now.date())
-            metrics = self._recorded[1] if self._recorded[0] == stamp else None
-            if metrics is None:  # read again only after the ingester recorded more (or a day passed)
-                metrics = history_store.recent_metrics(db, path, self.tz, now - RECENT_METRICS_WINDOW)
-                self._recorded = (stamp, metrics)
+            metrics = history_store.recent_metrics(db, path, self.tz, now - RECENT_METRICS_WINDOW)
             done = history_store.recorded(db, path)
         except (OSError, sqlite3.Error, database.DatabaseUnavailable):
             return None, []  # the file is read (and refused) as usual, which says why
         return metrics, [] if done else [f"{path.name}: large; its history is still being recorded, so some "
                                          "figures may be missing for now"]
-
-    def _recent_sessions(self) -> list[dict]:
-        try:
-            return self.training.recent_sessions(database.get_db())
-        except (sqlite3.Error, database.DatabaseUnavailable):
-            return []  # the request's own database reads say so
 
     @staticmethod
     def _db_warning(s: OrchestratorState, err: Exception) -> None:
@@ -116,7 +125,7 @@ class LocalDataProvider(DataProvider):
     def _history_agents(self, s: OrchestratorState, first_day: date) -> list[str]:
         """Agents the files name now, plus those the database holds quality for since `first_day`."""
         since = s.iso(datetime.combine(first_day, datetime.min.time()))
-        stored = self._from_db(s, lambda db: history_store.quality_agents(db, since)) or set()
+        stored = self._from_db(s, lambda db: history_store.quality_agents(db, since), key=("agents", since)) or set()
         return sorted(set(s.agent_ids) | {a for a in stored if data_loader.AGENT_ID_RE.match(a)}, key=natural_key)
 
     def _window(self, s: OrchestratorState, days: int) -> list[date]:
@@ -163,7 +172,7 @@ class LocalDataProvider(DataProvider):
             "overall_quality": self._overall_quality(s),
             "last_training": s.iso(s.result.get("timestamp")),
             "training_running": s.progress["running"],
-            "active_alerts": len(self._active_alerts(s)),
+            "active_alerts": len(self._active_alerts(s, rows)),
             "errors_24h": errors,
         }
         return Payload(data, s.warnings)
@@ -245,7 +254,8 @@ class LocalDataProvider(DataProvider):
 
     def _running_session(self, s: OrchestratorState) -> Optional[dict]:
         try:
-            return self.training.running_session(database.get_db())
+            return self._reads.get("running", self._store_version(),
+                                   lambda: self.training.running_session(database.get_db()))
         except (sqlite3.Error, database.DatabaseUnavailable) as err:
             s.warnings.append(f"training sessions unavailable: {err}")
             return None
@@ -254,10 +264,10 @@ class LocalDataProvider(DataProvider):
         s = self.state()
         first_day = s.now.date() - timedelta(days=days - 1)
         since = s.iso(datetime.combine(first_day, datetime.min.time()))
-        runs = self._from_db(s, lambda db: history_store.runs_since(db, since, self.tz)) or []
+        runs = list(self._from_db(s, lambda db: history_store.runs_since(db, since, self.tz), key=("runs", since)) or [])
         recorded = {r["finished_at"] for r in runs if r["finished_at"]}
         runs += [dict(run, status=history_store.RUN_STATUS.get(run["status"], run["status"]), session_id=None,
-                      origin="orchestrator") for run in runs_from_files(s) if run["finished_at"] not in recorded]
+                      origin="orchestrator") for run in s.memo("runs", lambda: runs_from_files(s)) if run["finished_at"] not in recorded]
         runs.sort(key=lambda r: (r["finished_at"] or r["started_at"] or r["date"]), reverse=True)
         return Payload([r for r in runs if r["date"] >= first_day.isoformat()], s.warnings)
 
@@ -284,7 +294,8 @@ class LocalDataProvider(DataProvider):
     def metric_history(self, metric_name: str, days: int) -> Payload:
         s = self.state()
         cutoff = datetime.combine(s.now.date() - timedelta(days=days - 1), datetime.min.time())
-        points = self._from_db(s, lambda db: history_store.metric_points(db, metric_name, s.iso(cutoff)))
+        points = self._from_db(s, lambda db: history_store.metric_points(db, metric_name, s.iso(cutoff)),
+                               key=("points", metric_name, cutoff))
         if metric_name in s.metrics and metric_name != "training_history":
             from_file = [{"timestamp": s.iso(p["timestamp"]), "agent": p.get("agent"),
                           "value": history_store.point_value(p)} for p in s.metrics[metric_name] if p["timestamp"] >= cutoff]
@@ -349,19 +360,22 @@ class LocalDataProvider(DataProvider):
     def _merged_events(self, s: OrchestratorState, limit: int, levels: Optional[tuple]) -> list[dict]:
         """The log files' newest events and the database's events (training, API, alerts), newest first."""
         severities = [lvl.lower() for lvl in levels] if levels else None
-        stored = self._from_db(s, lambda db: events.newest_events(db, limit * 2, severities)) or []
-        return log_views.merged(log_views.newest_file_events(s, limit, levels), stored, limit)
+        stored = self._from_db(s, lambda db: events.newest_events(db, limit * 2, severities),
+                               key=("events", limit, tuple(severities or ()))) or []
+        # Kept with the files' view, which lives only while the database is unchanged too.
+        return s.memo(("merged_events", limit, levels),
+                      lambda: log_views.merged(log_views.newest_file_events(s, limit, levels), stored, limit))
 
     def system_alerts(self) -> Payload:
         s = self.state()
         return Payload(self._active_alerts(s), s.warnings)
 
-    def _active_alerts(self, s: OrchestratorState) -> list[dict]:
+    def _active_alerts(self, s: OrchestratorState, rows: Optional[list[dict]] = None) -> list[dict]:
         """Current alerts, each `since` when it began (as the ingester recorded it, else by its rule)."""
         sample = self._from_db(s, lambda db: sampler.alert_sample(db, self.disk_path, s.now_utc))
-        current = alert_rules.current_alerts(s, agent_rows(s), self.threshold,
+        current = alert_rules.current_alerts(s, rows or agent_rows(s), self.threshold,
                                              sample or health.current(self.disk_path), self.alert_limits)
-        return events.with_starts(current, self._from_db(s, events.alert_starts) or {})
+        return events.with_starts(current, self._from_db(s, events.alert_starts, key="alert_starts") or {})
 
     # --- logs ---
 

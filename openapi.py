@@ -18,7 +18,7 @@ import functools
 import re
 import typing
 
-from flask import Blueprint, current_app, jsonify, render_template, url_for
+from flask import Blueprint, current_app, render_template, url_for
 from pydantic import TypeAdapter
 
 import auth
@@ -328,7 +328,10 @@ def document(app) -> dict:
 @bp.get("/openapi.json")
 def openapi_json():
     """This API as an OpenAPI 3.1 document, generated from the routes and the response contract."""
-    return jsonify(document(current_app))
+    body = current_app.extensions.get("openapi_json")
+    if body is None:  # the routes are fixed once the app serves: generated once
+        body = current_app.extensions["openapi_json"] = current_app.json.dumps(document(current_app)) + "\n"
+    return current_app.response_class(body, mimetype="application/json")
 
 
 @bp.get("/docs")

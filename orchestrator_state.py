@@ -1,12 +1,12 @@
-"""What the orchestrator's files say right now: one lazily-read view per request.
+"""What the orchestrator's files say at one instant: a request's view, in the orchestrator's zone.
 
-Each source is parsed on first use (parsers cache unchanged files), and every
-problem met is added to `warnings`, so a response can say what it could not read.
+The files come parsed from an OrchestratorFiles (shared while unchanged); what depends on the
+instant (is the run still running, when is the next start) is worked out here, and every problem
+met is added to `warnings`, so a response can say what it could not read.
 """
 from __future__ import annotations
 
 import os
-import re
 from datetime import datetime, timedelta, timezone, tzinfo
 from functools import cached_property
 from pathlib import Path
@@ -16,15 +16,10 @@ from typing import Iterable, Optional
 from croniter import CroniterBadDateError, croniter
 
 import data_loader as dl
-from analytics import natural_key
+from orchestrator_files import LOG_WINDOW_EVENTS, OrchestratorFiles
 
-QUALITY_KEY = re.compile(r"^(agent_[A-Za-z0-9]+)_quality$")
 SYSTEM_KEY = "system_overall_quality"
-LOG_WINDOW_EVENTS = 5000
 DEFAULT_RUN_TIMEOUT = 1800.0
-# Reports read per request: twice the orchestrator's 30-day retention. History reaches further back
-# through the database, which records every report once (history_store).
-REPORT_WINDOW = 60
 # A dashboard session starts a moment before the log shows its run (both clocks are this host's).
 SESSION_SKEW = timedelta(seconds=2)
 
@@ -80,36 +75,30 @@ def wall_clock() -> datetime:
 
 
 class OrchestratorState:
-    """A read-only view of one orchestrator folder, in the orchestrator's time zone."""
+    """One request's view of an orchestrator folder, in the orchestrator's time zone: the files as
+    `files` (an OrchestratorFiles, shared while unchanged) hold them, at the instant `now`."""
 
     def __init__(self, root: Path, tz: tzinfo, now: Optional[datetime] = None, sessions: Iterable[dict] = (),
-                 recorded_metrics: Optional[dict] = None):
+                 recorded_metrics: Optional[dict] = None, files: Optional[OrchestratorFiles] = None):
         self.root = Path(root)
         self.tz = tz
-        # The metrics file's recent points as the database holds them, for a file too large to read here.
-        self.recorded_metrics = recorded_metrics
+        self.files = files or OrchestratorFiles(self.root, recorded_metrics)
         # The newest dashboard training sessions (TrainingController.recent_sessions), newest first: a run
         # the log shows unfinished has ended when the session that started it has (killed, no final line).
         self.sessions = list(sessions)
         self.now_utc = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
         self.now = self.now_utc.astimezone(tz).replace(tzinfo=None)  # naive local, like the files' times
         self.warnings: list[str] = []
+        self._used: set[str] = set()
 
-    # --- reading ---
+    # --- reading (the files' sources, each adding its problems to this request's warnings once) ---
 
-    def _path(self, relpath: str) -> Optional[Path]:
-        path = dl.resolve_inside(self.root, relpath)
-        if path is None:
-            self.warnings.append(f"{relpath}: refused (outside the orchestrator folder)")
-        return path
-
-    def _parse(self, parser, relpath: str, default=None):
-        path = self._path(relpath)
-        if path is None:
-            return default
-        value, warnings = parser(path)
-        self.warnings.extend(warnings)
-        return default if value is None else value
+    def _source(self, name: str):
+        value = getattr(self.files, name)
+        if name not in self._used:
+            self._used.add(name)
+            self.warnings.extend(self.files.warnings_of(name))
+        return value
 
     def iso(self, dt: Optional[datetime]) -> Optional[str]:
         """A naive orchestrator-local time as ISO 8601 UTC with Z."""
@@ -119,77 +108,32 @@ class OrchestratorState:
     def root_exists(self) -> bool:
         return self.root.is_dir()
 
-    @cached_property
-    def config(self) -> dict:
-        return self._parse(dl.parse_config, "training/config.json", {})
+    @property
+    def recorded_metrics(self) -> Optional[dict]:
+        return self.files.recorded_metrics
 
-    @cached_property
-    def result(self) -> dict:
-        return self._parse(dl.parse_training_result, "holistic_training_result.json", {})
-
-    @cached_property
-    def metrics(self) -> dict:
-        if self.recorded_metrics is not None:
-            return self.recorded_metrics
-        return self._parse(dl.parse_training_metrics, "logs/training_metrics.json", {})
-
-    @cached_property
-    def modules(self) -> dict:
-        path = self._path("agents")
-        if path is None:
-            return {}
-        modules, warnings = dl.parse_agent_modules(path)
-        self.warnings.extend(warnings)
-        return modules
-
-    @cached_property
-    def report_files(self) -> list[tuple]:
-        """[(date, path)] of every daily report on disk, oldest first (listed, not read)."""
-        logs = self._path("logs")
-        if logs is None or not logs.is_dir():
-            return []
-        return dl.list_daily_reports(logs)
-
-    @cached_property
-    def reports(self) -> list[dict]:
-        """The newest REPORT_WINDOW daily reports, parsed, oldest first (older ones live in the database)."""
-        parsed = []
-        for _day, path in self.report_files[-REPORT_WINDOW:]:  # the listing keeps only files inside the folder
-            report, warnings = dl.parse_daily_report(path)
-            self.warnings.extend(warnings)
-            if report and report.get("date"):
-                parsed.append(report)
-        return parsed
-
-    @cached_property
-    def log_files(self) -> list[Path]:
-        """Run logs, newest first."""
-        logs = self._path("logs")
-        if logs is None or not logs.is_dir():
-            return []
-        return list(reversed(dl.list_log_files(logs)))
+    config = property(lambda self: self._source("config"))
+    result = property(lambda self: self._source("result"))
+    metrics = property(lambda self: self._source("metrics") if self.files.recorded_metrics is None
+                       else self.files.recorded_metrics)
+    modules = property(lambda self: self._source("modules"))
+    report_files = property(lambda self: self._source("report_files"),
+                            doc="[(date, path)] of every daily report on disk, oldest first (listed, not read).")
+    reports = property(lambda self: self._source("reports"),
+                       doc="The newest REPORT_WINDOW daily reports, parsed, oldest first.")
+    log_files = property(lambda self: self._source("log_files"), doc="Run logs, newest first.")
+    recent_events = property(lambda self: self._source("recent_events"),
+                             doc="The newest events of the newest log, oldest first.")
+    agent_ids = property(lambda self: self._source("agent_ids"),
+                         doc="Agents named by the reports, metrics, config or agents/ folder, naturally sorted.")
 
     def log_events(self, path: Path, limit: int = LOG_WINDOW_EVENTS) -> list[dict]:
         """The newest `limit` events of one log, oldest first."""
-        events, warnings = dl.read_log_events(path, limit)
-        self.warnings.extend(warnings)
+        events = self.files.log_events(path, limit)
+        self.warnings.extend(self.files.warnings_of(f"log_events:{path}:{limit}"))
         return events
 
-    @cached_property
-    def recent_events(self) -> list[dict]:
-        """The newest events of the newest log, oldest first."""
-        return self.log_events(self.log_files[0]) if self.log_files else []
-
     # --- agents ---
-
-    @cached_property
-    def agent_ids(self) -> list[str]:
-        """Agents named by the reports, metrics, config or agents/ folder, naturally sorted."""
-        ids = set(self.modules) | set(self.config.get("agents", {}))
-        ids |= {m.group(1) for key in self.metrics if (m := QUALITY_KEY.match(key))}
-        for report in self.reports:
-            ids |= {agent["id"] for agent in report["agents"]}
-        return sorted((i for i in ids if dl.AGENT_ID_RE.match(i)), key=natural_key)
 
     def agent_name(self, agent_id: str) -> str:
         """Display name: the newest report's, else the module title, else the id."""
@@ -237,7 +181,7 @@ class OrchestratorState:
     @cached_property
     def progress(self) -> dict:
         """The newest run in the newest log (parse_run_progress), with `running` resolved."""
-        progress = dict(dl.parse_run_progress(self.recent_events))
+        progress = dict(self.memo("run_progress", lambda: dl.parse_run_progress(self.recent_events)))
         running = progress.get("found") and progress.get("finished") is None
         last = progress.get("last_event_at")
         if running and last is not None and (self.now - last).total_seconds() > self.run_timeout:
@@ -268,8 +212,20 @@ class OrchestratorState:
             return f"dashboard session {session['session_id']} that ran it ended ({session['status']}) at {session['ended_at']}"
         return None
 
+    def memo(self, name: str, compute):
+        """compute(), worked out once while the files are unchanged: it may depend on them and the zone,
+        never on the instant. The value is shared: callers copy before changing it."""
+        value = self.files.get(name, compute)[0]
+        if name not in self._used:
+            self._used.add(name)
+            self.warnings.extend(self.files.warnings_of(name))
+        return value
+
     def log_runs(self) -> list[dict]:
         """Every run visible in the newest log window, each described by parse_run_progress."""
+        return self.memo("log_runs", self._log_runs)
+
+    def _log_runs(self) -> list[dict]:
         runs, current = [], []
         for event in self.recent_events:
             if event["message"].startswith("HOLISTIC TRAINING PIPELINE STARTED") and current:
@@ -283,17 +239,21 @@ class OrchestratorState:
     @cached_property
     def schedule(self) -> Optional[str]:
         """The cron expression, if the config has a valid one."""
+        expression, problem = self.memo("schedule", self._checked_schedule)
+        if problem:
+            self.warnings.append(problem)
+        return expression
+
+    def _checked_schedule(self) -> tuple[Optional[str], Optional[str]]:
         expression = self.config.get("schedule")
         if expression and not croniter.is_valid(expression):
-            self.warnings.append(f"training/config.json: schedule {expression!r} is not a valid cron expression")
-            return None
+            return None, f"training/config.json: schedule {expression!r} is not a valid cron expression"
         try:
             if expression:
                 croniter(expression, self.now.replace(fold=0)).get_next(datetime)
         except CroniterBadDateError:  # valid fields, but no such date (30 February)
-            self.warnings.append(f"training/config.json: schedule {expression!r} never fires (no such date)")
-            return None
-        return expression
+            return None, f"training/config.json: schedule {expression!r} never fires (no such date)"
+        return expression, None
 
     def next_run(self) -> Optional[datetime]:
         """The next scheduled start after now (aware UTC), or None when unscheduled.
@@ -302,16 +262,23 @@ class OrchestratorState:
         """
         if not self.schedule or self.config.get("enabled") is False:
             return None
+        asked_at, start = self.files.spans.get("next_run", (None, None))
+        if asked_at is not None and asked_at <= self.now_utc < start:  # nothing starts in between
+            return start
         starts = croniter(self.schedule, self.now.replace(fold=0))
         while True:  # past the now only in the hour the clocks repeat
             start = local_instant(starts.get_next(datetime), self.tz)
             if start > self.now_utc:
+                self.files.spans["next_run"] = (self.now_utc, start)
                 return start
 
     def schedule_interval(self, after: datetime) -> Optional[timedelta]:
         """The gap between the two scheduled starts that follow `after`."""
         if not self.schedule:
             return None
-        it = croniter(self.schedule, after)
-        first = it.get_next(datetime)
-        return it.get_next(datetime) - first
+
+        def interval():
+            it = croniter(self.schedule, after)
+            first = it.get_next(datetime)
+            return it.get_next(datetime) - first
+        return self.memo(("schedule_interval", after), interval)
