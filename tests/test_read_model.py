@@ -1,0 +1,96 @@
+"""Reads share what did not change: the files' parse and the database's reads are kept between requests,
+and every change still shows in the next answer that depends on it.
+
+A change of a file the view watches (config, result, metrics, the newest log and reports, the folders)
+shows at once; a report further back rewritten in place shows once the ingester has recorded it; a
+commit by any other connection (the ingester, another worker) shows at once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+from contextlib import closing
+
+import database
+from conftest import ingest
+
+QUALITY = "/api/metrics/quality?days=30"
+
+
+def system_quality(client, day: str):
+    body = client.get(QUALITY).get_json()
+    return dict(zip(body["timestamps"], body["system"])).get(day)
+
+
+def rewrite_report(path, score: float) -> None:
+    text = re.sub(r"Overall System Quality:\s*[0-9.]+/10", f"Overall System Quality: {score}/10",
+                  path.read_text(encoding="utf-8"))
+    path.write_text(text, encoding="utf-8")
+
+
+def test_a_report_further_back_rewritten_in_place_shows_once_recorded(make_app, orchestrator):
+    root = orchestrator()
+    os.unlink(root / "logs" / "training_metrics.json")  # so each day's score is its report's
+    reports = sorted((root / "logs").glob("daily_report_*.txt"))
+    old = reports[-8]  # not among the newest, whose own change is watched
+    day = old.name.removeprefix("daily_report_").removesuffix(".txt")
+    client = make_app(root).test_client()
+    assert system_quality(client, day) != 1.25
+    rewrite_report(old, 1.25)
+    ingest(client.application)
+    assert system_quality(client, day) == 1.25
+
+
+def test_a_change_of_the_config_shows_at_once(make_app, orchestrator):
+    root = orchestrator()
+    client = make_app(root).test_client()
+    assert client.get("/api/training/schedule").get_json()["schedule"] == "0 3 * * *"
+    config_path = root / "training" / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["training"]["schedule"] = "15 4 * * *"
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    assert client.get("/api/training/schedule").get_json()["schedule"] == "15 4 * * *"  # no ingest between
+
+
+def test_the_newest_report_rewritten_shows_at_once(make_app, orchestrator):
+    root = orchestrator()
+    newest = sorted((root / "logs").glob("daily_report_*.txt"))[-1]
+    day = newest.name.removeprefix("daily_report_").removesuffix(".txt")
+    client = make_app(root).test_client()
+    os.unlink(root / "logs" / "training_metrics.json")  # so each day's score is its report's
+    assert system_quality(client, day) != 2.5
+    rewrite_report(newest, 2.5)
+    assert system_quality(client, day) == 2.5
+
+
+def test_a_commit_by_another_connection_shows_at_once(make_app, orchestrator, tmp_path):
+    client = make_app(orchestrator()).test_client()
+    before = client.get("/api/training/history?days=30").get_json()
+    with closing(database.connect(tmp_path / "db.sqlite")) as other, database.transaction(other):
+        other.execute("INSERT INTO training_sessions (run_key, status, origin, start_time, end_time, error_message)"
+                      " VALUES ('2099-01-01T00:00:00Z', 'failed', 'orchestrator', ?, ?, 'recorded elsewhere')",
+                      (database.utc_now(), database.utc_now()))
+    after = client.get("/api/training/history?days=30").get_json()
+    assert len(after) == len(before) + 1
+    assert [r for r in after if r["error"] == "recorded elsewhere"]
+
+
+def test_a_replaced_database_file_is_read_as_the_new_file(make_app, orchestrator, tmp_path):
+    client = make_app(orchestrator()).test_client()
+    created = client.post("/api/storyboard/project/create", json={"name": "kept", "scenes": []})
+    assert created.status_code == 201
+    assert [p["name"] for p in client.get("/api/storyboard/projects").get_json()] == ["kept"]
+    db = tmp_path / "db.sqlite"
+    fresh = tmp_path / "fresh.sqlite"
+    database.migrate(fresh)
+    with closing(sqlite3.connect(fresh)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(f"{db}{suffix}"):
+            os.unlink(f"{db}{suffix}")
+    shutil.copy(fresh, f"{db}.new")
+    os.replace(f"{db}.new", db)  # a restore from backup: a new file under the same name
+    assert client.get("/api/storyboard/projects").get_json() == []
