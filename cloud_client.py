@@ -14,13 +14,11 @@ Rules (README "Cloud mode"):
 """
 from __future__ import annotations
 
-import copy
 import json
 import logging
-import math
 import threading
 import time
-from typing import Any, Callable, Iterator, NamedTuple, Optional
+from typing import Any, Iterator, NamedTuple, Optional
 from urllib.parse import urlsplit
 
 import requests
@@ -32,6 +30,7 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util.retry import Retry
 
 from config import VERSION, ConfigError
+from circuit_breaker import CircuitBreaker, failing_status
 from errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -111,67 +110,6 @@ class Answer(NamedTuple):
     status: int
     body: Any
     headers: Any
-
-
-class CircuitBreaker:
-    """Fails calls at once while the upstream is failing; per process, thread-safe.
-
-    After `failures` calls in a row failed, it is open for `reset_seconds`: admit() raises ApiError 503 with
-    Retry-After. Then exactly one caller is admitted as the probe (half-open; the others still get 503 while it
-    runs): its success closes the breaker, its failure opens it again. `failures` 0 disables it.
-    """
-
-    def __init__(self, failures: int, reset_seconds: float):
-        self.failures = int(failures)
-        self.reset_seconds = float(reset_seconds)
-        self._lock = threading.Lock()
-        self._streak = 0                        # failures in a row
-        self._opened_at: Optional[float] = None  # monotonic time it opened; None while closed
-        self._probing = False
-
-    def admit(self) -> bool:
-        """Whether this call is the probe of a half-open breaker; ApiError 503 while the breaker is open."""
-        if self.failures <= 0:
-            return False
-        with self._lock:
-            if self._opened_at is None:
-                return False
-            left = self._opened_at + self.reset_seconds - time.monotonic()
-            if left <= 0 and not self._probing:
-                self._probing = True
-                return True
-        wait = max(1, math.ceil(left))
-        raise ApiError(503, f"upstream is failing: circuit breaker open, calls to it are refused for {wait}s more "
-                            f"(it opens after CLOUD_BREAKER_FAILURES={self.failures} failed calls in a row)",
-                       headers={"Retry-After": str(wait)})
-
-    def record(self, answered: bool, probe: bool) -> None:
-        """Count a call's outcome: `answered` unless it got no answer or a 5xx/429 (after the retries)."""
-        if self.failures <= 0:
-            return
-        with self._lock:
-            if probe:
-                self._probing = False
-            self._streak = 0 if answered else self._streak + 1
-            was_open, streak = self._opened_at is not None, self._streak
-            if probe:
-                self._opened_at = None if answered else time.monotonic()
-            elif not answered and not was_open and streak >= self.failures:
-                self._opened_at = time.monotonic()
-            now_open = self._opened_at is not None
-        if now_open and not was_open:
-            log.warning("cloud upstream failing: circuit breaker open after %d failed calls in a row; calls are "
-                        "refused for %gs", streak, self.reset_seconds)
-        elif probe and now_open:
-            log.warning("cloud upstream still failing: the probe call failed; circuit breaker open again for %gs",
-                        self.reset_seconds)
-        elif probe:
-            log.warning("cloud upstream answered the probe call: circuit breaker closed")
-
-
-def failing_status(status: int) -> bool:
-    """Whether an upstream status (after the retries) counts as a failure for the circuit breaker."""
-    return status >= 500 or status == 429
 
 
 class CloudClient:
@@ -413,62 +351,3 @@ def check_key(key: str, name: str) -> str:
     if not key or not all(33 <= ord(ch) <= 126 for ch in key):
         raise ConfigError(f"{name} must be printable ASCII without spaces")
     return key
-
-
-class TTLCache:
-    """A per-process cache of upstream GET results for `seconds` (0 disables), keyed by path and query.
-
-    Concurrent misses of one key make a single upstream call (the others wait for it). Failures are not
-    cached. Values are deep-copied on the way out so no caller can change what another gets. With
-    `generation` (key -> a number, or None when unknown), a result is kept only while the generation it was
-    loaded at is unchanged: a write through any worker shows at once (database.Generations).
-    """
-
-    def __init__(self, seconds: float, max_entries: int = 512,
-                 generation: Optional[Callable[[str], Optional[int]]] = None):
-        self.seconds = float(seconds)
-        self.max_entries = max_entries
-        self.generation = generation or (lambda key: None)
-        self._entries: dict[str, tuple[float, Optional[int], Any]] = {}
-        self._loading: dict[str, threading.Lock] = {}
-        self._lock = threading.Lock()
-
-    def get_or_load(self, key: str, load: Callable[[], Any]) -> Any:
-        if self.seconds <= 0:
-            return load()
-        hit = self._fresh(key)
-        if hit is not None:
-            return copy.deepcopy(hit[2])
-        with self._lock:
-            key_lock = self._loading.setdefault(key, threading.Lock())
-        with key_lock:
-            hit = self._fresh(key)
-            if hit is not None:
-                return copy.deepcopy(hit[2])
-            generation = self.generation(key)  # read before loading: a write from now on outdates the value
-            value = load()
-            with self._lock:
-                self._entries[key] = (time.monotonic() + self.seconds, generation, value)
-                if len(self._entries) > self.max_entries:
-                    self._prune()
-            return copy.deepcopy(value)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-    def _fresh(self, key: str) -> Optional[tuple[float, Optional[int], Any]]:
-        generation = self.generation(key)
-        with self._lock:
-            hit = self._entries.get(key)
-            return hit if hit is not None and hit[0] > time.monotonic() and hit[1] == generation else None
-
-    def _prune(self) -> None:
-        now = time.monotonic()
-        for key in [k for k, (expires, _, _) in self._entries.items() if expires <= now]:
-            del self._entries[key]
-            self._loading.pop(key, None)
-        while len(self._entries) > self.max_entries:
-            oldest = min(self._entries, key=lambda k: self._entries[k][0])
-            del self._entries[oldest]
-            self._loading.pop(oldest, None)

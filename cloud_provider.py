@@ -8,6 +8,7 @@ from urllib.parse import quote, urlencode
 
 from pydantic import TypeAdapter, ValidationError
 
+import cloud_cache
 import cloud_client
 import database
 from contract import RESPONSES, LogEvent, NewProject, Payload
@@ -86,7 +87,7 @@ class CloudDataProvider(DataProvider):
         self.client = cloud_client.CloudClient.from_config(config)
         # Held only while this instance's cache generation (bumped by every worker's successful POST) stands.
         generations = database.generations(config["DATABASE_PATH"]) if config.get("DATABASE_PATH") else None
-        self.cache = cloud_client.TTLCache(config.get("CLOUD_CACHE_SECONDS", 2),
+        self.cache = cloud_cache.TTLCache(config.get("CLOUD_CACHE_SECONDS", 2),
                                            generation=generations.stamp if generations else None)
 
     # --- plumbing ---

@@ -18,6 +18,7 @@ import health
 import history_store
 import log_views
 import sampler
+import storyboard_store
 import training_control
 import training_progress
 from agent_rows import agent_row, agent_rows
@@ -397,7 +398,7 @@ class LocalDataProvider(DataProvider):
     # --- storyboard ---
 
     def storyboard_projects(self, limit: int, offset: int) -> Payload:
-        projects, total = database.list_projects(database.get_db(), limit, offset)
+        projects, total = storyboard_store.list_projects(database.get_db(), limit, offset)
         warnings = []
         if offset + len(projects) < total:
             warnings.append(f"storyboard projects: {offset + 1}-{offset + len(projects)} of {total} shown; "
@@ -405,16 +406,16 @@ class LocalDataProvider(DataProvider):
         return Payload(projects, warnings)
 
     def storyboard_project(self, project_id: str) -> Payload:
-        project = database.get_project(database.get_db(), project_id)
+        project = storyboard_store.get_project(database.get_db(), project_id)
         if project is None:
             raise ApiError(404, f"unknown project_id: {project_id}")
         return Payload(project, [])
 
     def create_storyboard_project(self, project: NewProject) -> Payload:
         db = database.get_db()
-        project_id = database.create_project(db, project.name, project.description,
+        project_id = storyboard_store.create_project(db, project.name, project.description,
                                              [scene.model_dump() for scene in project.scenes])
-        return Payload(database.get_project(db, project_id), [])
+        return Payload(storyboard_store.get_project(db, project_id), [])
 
     def source_status(self) -> str:
         s = self.state()

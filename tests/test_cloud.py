@@ -29,6 +29,7 @@ import urllib3
 from conftest import poll
 
 import auth
+import cloud_cache
 import cloud_client
 from app import create_app
 from config import ConfigError
@@ -600,7 +601,7 @@ def test_the_cache_keys_on_path_and_query_and_never_keeps_errors(tmp_path, monke
 
 
 def test_concurrent_misses_make_one_upstream_call(monkeypatch):
-    cache, calls, misses = cloud_client.TTLCache(5), [], []
+    cache, calls, misses = cloud_cache.TTLCache(5), [], []
     fresh = cache._fresh
 
     def noting_misses(key):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import circuit_breaker
 import cloud_client
 from config import ConfigError, load_config
 from conftest import poll
@@ -148,7 +149,7 @@ def test_answers_that_show_the_upstream_is_reachable_do_not_count_as_failures(tm
 
 
 def test_a_breaker_with_0_failures_never_opens():
-    breaker = cloud_client.CircuitBreaker(0, 30)
+    breaker = circuit_breaker.CircuitBreaker(0, 30)
     for _ in range(100):
         assert breaker.admit() is False
         breaker.record(answered=False, probe=False)

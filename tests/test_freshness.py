@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-import cloud_client
+import cloud_cache
 import database
 from conftest import poll
 from servers import Gunicorn
@@ -124,7 +124,7 @@ def test_a_generation_moves_only_for_writes_under_its_prefix(tmp_path):
 
 def test_an_upstream_result_is_kept_only_while_its_generation_stands():
     generation, calls = {"now": 1}, []
-    cache = cloud_client.TTLCache(3600, generation=lambda key: generation["now"])
+    cache = cloud_cache.TTLCache(3600, generation=lambda key: generation["now"])
 
     def load():
         calls.append(1)
