@@ -18,6 +18,8 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Iterator, NamedTuple, Optional
 from urllib.parse import urlsplit
 
@@ -45,6 +47,9 @@ MAX_MESSAGE = 300               # characters of an upstream error message passed
 MAX_ERROR_BODY = 16 * 1024      # bytes of an upstream error body read for its message
 STREAM_CHUNK = 64 * 1024        # largest read of a streamed answer
 MAX_LINE = 1024 * 1024          # longest line of a streamed answer
+MAX_RESPONSE_BYTES = 8 << 20    # largest upstream answer read (default of CLOUD_MAX_RESPONSE_BYTES)
+MAX_CALLS = 4                   # upstream calls at once per worker (default of CLOUD_MAX_CONCURRENT_CALLS)
+BROKE_OFF = 599                 # the status of a 2xx whose body broke off: a failure for the breaker
 REDACTED = "[redacted]"
 
 
@@ -112,17 +117,33 @@ class Answer(NamedTuple):
     headers: Any
 
 
+class Raw(NamedTuple):
+    """What one upstream call got: its status, headers and body bytes, or why the body was not used."""
+
+    status: int
+    headers: Any
+    body: bytes
+    problem: Optional[ApiError] = None
+
+
 class CloudClient:
     """GET/POST JSON against CLOUD_API_URL with CLOUD_API_KEY; every failure is an ApiError (502/503/504/4xx)."""
 
     def __init__(self, base_url: str, api_key: str, read_timeout: float, allow_insecure_http: bool = False,
-                 connect_timeout: float = CONNECT_TIMEOUT, breaker: Optional[CircuitBreaker] = None):
+                 connect_timeout: float = CONNECT_TIMEOUT, breaker: Optional[CircuitBreaker] = None,
+                 max_response_bytes: int = MAX_RESPONSE_BYTES, max_calls: int = MAX_CALLS):
         self.base_url = check_base_url(base_url, allow_insecure_http)
         self._key = check_key(api_key, "CLOUD_API_KEY")
         self.read_timeout = float(read_timeout)
         self.connect_timeout = float(connect_timeout)
         self.timeout = (self.connect_timeout, self.read_timeout)
         self.breaker = breaker or CircuitBreaker(0, 1)
+        self.max_response_bytes = int(max_response_bytes)
+        # A call runs on a thread of its own, so the request thread can give up at the deadline, however
+        # slowly the upstream trickles; the bound keeps threads for /healthz and local answers.
+        self.max_calls = int(max_calls)
+        self._slots = threading.BoundedSemaphore(self.max_calls)
+        self._calls = ThreadPoolExecutor(max_workers=self.max_calls, thread_name_prefix="cloud-call")
         self._local = threading.local()
 
     @classmethod
@@ -137,7 +158,9 @@ class CloudClient:
         breaker = CircuitBreaker(config.get("CLOUD_BREAKER_FAILURES", 5), config.get("CLOUD_BREAKER_RESET_SECONDS", 30))
         return cls(config["CLOUD_API_URL"], config["CLOUD_API_KEY"], config.get("CLOUD_TIMEOUT_SECONDS", 10),
                    bool(config.get("CLOUD_ALLOW_INSECURE_HTTP")),
-                   config.get("CLOUD_CONNECT_TIMEOUT_SECONDS", CONNECT_TIMEOUT), breaker)
+                   config.get("CLOUD_CONNECT_TIMEOUT_SECONDS", CONNECT_TIMEOUT), breaker,
+                   config.get("CLOUD_MAX_RESPONSE_BYTES", MAX_RESPONSE_BYTES),
+                   config.get("CLOUD_MAX_CONCURRENT_CALLS", MAX_CALLS))
 
     # --- sessions ---
 
@@ -167,14 +190,14 @@ class CloudClient:
     # --- requests ---
 
     def get_json(self, path: str, params: Optional[dict] = None) -> Answer:
-        """GET {base}{path}?params as JSON; retried per read_retry()."""
-        response = self._send("GET", path, params=params)
-        return Answer(response.status_code, self._json(response, "GET", path), response.headers)
+        """GET {base}{path}?params as JSON; retried per read_retry(), all within CLOUD_TIMEOUT_SECONDS."""
+        raw = self._call("GET", path, params=params)
+        return Answer(raw.status, self._json(raw.body, "GET", path), raw.headers)
 
     def post_json(self, path: str, body: dict) -> Answer:
         """POST a JSON body; never retried. 2xx passes through with its status, 400/404/409 as ApiError."""
-        response = self._send("POST", path, json_body=body)
-        return Answer(response.status_code, self._json(response, "POST", path), response.headers)
+        raw = self._call("POST", path, json_body=body)
+        return Answer(raw.status, self._json(raw.body, "POST", path), raw.headers)
 
     def stream_lines(self, path: str, params: Optional[dict] = None) -> Iterator[bytes]:
         """Open a streamed GET now (so its failure is an ApiError here) and return an iterator of its lines."""
@@ -198,9 +221,80 @@ class CloudClient:
 
         return lines()
 
+    def _call(self, method: str, path: str, params: Optional[dict] = None,
+              json_body: Optional[dict] = None) -> Raw:
+        """The upstream's 2xx answer, read whole within CLOUD_TIMEOUT_SECONDS (retries included) and at most
+        CLOUD_MAX_RESPONSE_BYTES; ApiError for any other answer, for none, for one too late or too large,
+        while the breaker is open, or while CLOUD_MAX_CONCURRENT_CALLS calls are under way (503 at once)."""
+        if not self._slots.acquire(blocking=False):
+            log.warning("cloud %s %s: refused, %d upstream calls already under way", method, path, self.max_calls)
+            raise ApiError(503, f"upstream busy: {self.max_calls} calls to it are under way in this worker "
+                                "(CLOUD_MAX_CONCURRENT_CALLS); try again shortly", headers={"Retry-After": "1"})
+        try:
+            probe = self.breaker.admit()
+        except ApiError:
+            self._slots.release()
+            raise
+        deadline = time.monotonic() + self.read_timeout
+        answered = False
+        try:
+            try:
+                raw = self._calls.submit(self._read, method, path, params, json_body, deadline).result(
+                    timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                log.warning("cloud %s %s: no complete answer within %gs", method, path, self.read_timeout)
+                raise ApiError(504, f"upstream timed out: no complete answer to {method} {path} within "
+                                    f"{self.read_timeout:g}s (CLOUD_TIMEOUT_SECONDS)") from None
+            answered = not failing_status(raw.status)
+        finally:
+            self.breaker.record(answered, probe)
+        if raw.problem is not None:
+            raise raw.problem
+        if not 200 <= raw.status < 300:
+            raise self._status_error(raw, method, path)
+        return raw
+
+    def _read(self, method: str, path: str, params: Optional[dict], json_body: Optional[dict],
+              deadline: float) -> Raw:
+        """One call on a thread of the pool: the answer read to its end, its size cap or the deadline."""
+        try:
+            response = self._request(method, path, params, json_body, stream=True)
+            try:
+                ok = 200 <= response.status_code < 300
+                cap = self.max_response_bytes if ok else MAX_ERROR_BODY
+                declared = response.headers.get("Content-Length", "")
+                if ok and declared.isdigit() and int(declared) > cap:
+                    return Raw(response.status_code, response.headers, b"", self._too_large(method, path))
+                chunks, size = [], 0
+                try:
+                    # read1: whatever has arrived, so a trickle is checked against the deadline as it comes.
+                    while chunk := response.raw.read1(STREAM_CHUNK, decode_content=True):
+                        chunks.append(chunk)
+                        size += len(chunk)
+                        if size > cap:
+                            if ok:
+                                return Raw(response.status_code, response.headers, b"", self._too_large(method, path))
+                            break  # an error body: its start carries the message
+                        if time.monotonic() > deadline:  # the caller has given up already
+                            return Raw(504, response.headers, b"", ApiError(504, "upstream timed out"))
+                except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                    return Raw(BROKE_OFF if ok else response.status_code, response.headers, b"",
+                               self._failure(exc, method, path))
+                return Raw(response.status_code, response.headers, b"".join(chunks)[:cap])
+            finally:
+                response.close()
+        finally:
+            self._slots.release()
+
+    def _too_large(self, method: str, path: str) -> ApiError:
+        log.warning("cloud %s %s: upstream answer over %d bytes refused", method, path, self.max_response_bytes)
+        return ApiError(502, f"upstream answer to {method} {path} is larger than {self.max_response_bytes} bytes "
+                             "(CLOUD_MAX_RESPONSE_BYTES)")
+
     def _send(self, method: str, path: str, params: Optional[dict] = None, json_body: Optional[dict] = None,
               stream: bool = False) -> requests.Response:
-        """The upstream's 2xx response; ApiError for any other answer, for none, or while the breaker is open."""
+        """The upstream's 2xx response, for a stream read by its caller; ApiError for any other answer, for
+        none, or while the breaker is open."""
         probe = self.breaker.admit()
         answered = False
         try:
@@ -210,9 +304,12 @@ class CloudClient:
             self.breaker.record(answered, probe)
         if not 200 <= response.status_code < 300:
             try:
-                raise self._status_error(response, method, path)
+                body = next(response.iter_content(MAX_ERROR_BODY), b"")
+            except (requests.RequestException, OSError):
+                body = b""
             finally:
                 response.close()
+            raise self._status_error(Raw(response.status_code, response.headers, body), method, path)
         return response
 
     def _request(self, method: str, path: str, params: Optional[dict], json_body: Optional[dict],
@@ -260,8 +357,8 @@ class CloudClient:
         log.warning("cloud %s %s: request failed (%s)", method, path, type(exc).__name__)
         return ApiError(502, f"upstream request failed on {method} {path} ({type(exc).__name__})")
 
-    def _status_error(self, response: requests.Response, method: str, path: str) -> ApiError:
-        status = response.status_code
+    def _status_error(self, raw: Raw, method: str, path: str) -> ApiError:
+        status = raw.status
         log.warning("cloud %s %s: upstream answered HTTP %s", method, path, status)
         if 300 <= status < 400:
             return ApiError(502, f"upstream answered a redirect (HTTP {status}) to {method} {path}; redirects "
@@ -270,7 +367,7 @@ class CloudClient:
             return ApiError(502, f"upstream rejected the credentials (HTTP {status}) on {method} {path}; "
                                  "check CLOUD_API_KEY")
         if status in PASS_THROUGH:
-            message, extra = self._upstream_error(response)
+            message, extra = self._upstream_error(raw.body)
             return ApiError(status, message or f"upstream answered HTTP {status}", extra=extra)
         retried = f" after {RETRIES} retries" if method == "GET" and status in RETRY_STATUSES else ""
         if status == 429:
@@ -279,12 +376,12 @@ class CloudClient:
             return ApiError(502, f"upstream failed with HTTP {status}{retried} on {method} {path}")
         return ApiError(502, f"upstream answered an unexpected HTTP {status} on {method} {path}")
 
-    def _upstream_error(self, response: requests.Response) -> tuple[Optional[str], dict]:
+    def _upstream_error(self, body: bytes) -> tuple[Optional[str], dict]:
         """The `error` of an upstream JSON error body (shortened, printable, without the key) and its other
         keys (e.g. the running session_id of a 409), also without the key."""
         try:
-            body = json.loads(next(response.iter_content(MAX_ERROR_BODY), b"") or b"null")
-        except (ValueError, requests.RequestException, OSError):
+            body = json.loads(body[:MAX_ERROR_BODY] or b"null")
+        except ValueError:
             return None, {}
         if not isinstance(body, dict):
             return None, {}
@@ -305,14 +402,12 @@ class CloudClient:
             return {self.redact(str(k)): self._redact_json(v) for k, v in value.items()}
         return value
 
-    def _json(self, response: requests.Response, method: str, path: str) -> Any:
+    def _json(self, body: bytes, method: str, path: str) -> Any:
         try:
-            return response.json()
-        except ValueError:
+            return json.loads(body)
+        except (ValueError, RecursionError):
             log.warning("cloud %s %s: upstream answered invalid JSON", method, path)
             raise ApiError(502, f"upstream answered invalid JSON to {method} {path}") from None
-        except (requests.RequestException, OSError) as exc:
-            raise self._failure(exc, method, path) from None
 
 
 def timed_out(exc: BaseException) -> bool:

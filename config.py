@@ -83,6 +83,8 @@ def load_config(environ: Mapping[str, str]) -> dict[str, Any]:
         "CLOUD_CONNECT_TIMEOUT_SECONDS": _number(environ, "CLOUD_CONNECT_TIMEOUT_SECONDS", 3.05, 0.1, 60),
         "CLOUD_BREAKER_FAILURES": _number(environ, "CLOUD_BREAKER_FAILURES", 5, 0, 1000, int),
         "CLOUD_BREAKER_RESET_SECONDS": _number(environ, "CLOUD_BREAKER_RESET_SECONDS", 30, 0.1, 3600),
+        "CLOUD_MAX_RESPONSE_BYTES": _number(environ, "CLOUD_MAX_RESPONSE_BYTES", 8 << 20, 1024, 1 << 30, int),
+        "CLOUD_MAX_CONCURRENT_CALLS": _number(environ, "CLOUD_MAX_CONCURRENT_CALLS", 4, 1, 256, int),
         # Browser access: exact origins allowed to call the API (comma list); live stream limits
         "CORS_ORIGINS": [o.strip().rstrip("/") for o in environ.get("CORS_ORIGINS", DEV_ORIGINS).split(",") if o.strip()],
         "STREAM_MAX_CLIENTS": _number(environ, "STREAM_MAX_CLIENTS", 4, 0, 1000, int),

@@ -3,7 +3,7 @@
 - A: a local-mode gunicorn over the example orchestrator, with API_KEY and REQUIRE_AUTH_FOR_READS.
 - B: a cloud-mode gunicorn whose upstream is A (CLOUD_API_KEY = A's key): same URLs, same JSON.
 - S: a scripted stub upstream (http.server in a thread) and B_S, a cloud-mode gunicorn in front of it
-  (CLOUD_TIMEOUT_SECONDS=1, no cache, no circuit breaker), for every way an upstream can fail.
+  (CLOUD_TIMEOUT_SECONDS=3: room for the retries and their backoff; no cache, no circuit breaker), for every way an upstream can fail.
 A canary key is used everywhere; B and B_S log at DEBUG, and neither their logs nor any response body
 the tests saw may contain it.
 """
@@ -216,7 +216,7 @@ def stack(_built, tmp_path_factory):
                   "LOG_LEVEL": "DEBUG", "ORCHESTRATOR_PATH": str(tmp / "absent")}
         b = start_gunicorn(tmp, "B", CLOUD_API_URL=f"http://127.0.0.1:{a_port}", CLOUD_CACHE_SECONDS="5", **common)
         # Its tests script failure after failure: the circuit breaker (test_cloud_resilience.py) stays off.
-        bs = start_gunicorn(tmp, "B_S", CLOUD_API_URL=stub.base, CLOUD_TIMEOUT_SECONDS="1",
+        bs = start_gunicorn(tmp, "B_S", CLOUD_API_URL=stub.base, CLOUD_TIMEOUT_SECONDS="3",
                             CLOUD_CACHE_SECONDS="0", CLOUD_BREAKER_FAILURES="0", **common)
         try:
             wait_ready(a, b, bs)
@@ -367,11 +367,11 @@ def timed(method: str, url: str, **kwargs) -> tuple[requests.Response, float]:
 
 def test_a_slow_upstream_is_a_504_after_one_timeout(stack):
     stub, bs = stack["stub"], stack["B_S"]
-    stub.set("GET", "/api/training/schedule", Reply(200, SCHEDULE, delay=2.5))
+    stub.set("GET", "/api/training/schedule", Reply(200, SCHEDULE, delay=4.5))
     response, elapsed = timed("GET", bs.base + "/api/training/schedule")
     assert response.status_code == 504 and response.json()["status"] == 504
     assert "timed out" in response.json()["error"]
-    assert elapsed >= 1  # CLOUD_TIMEOUT_SECONDS=1 passed before the answer
+    assert elapsed >= 3  # CLOUD_TIMEOUT_SECONDS=3 passed before the answer
     assert stub.count("GET", "/api/training/schedule") == 1  # read timeouts are not retried
 
 
