@@ -21,6 +21,7 @@ import training_control
 from agent_rows import agent_rows
 from background import LeaderLoop
 from orchestrator_state import OrchestratorState, orchestrator_zone, wall_clock
+from parse_cache import ParseCache
 
 
 class Ingester(LeaderLoop):
@@ -37,11 +38,13 @@ class Ingester(LeaderLoop):
         self.disk_path = config["HEALTH_DISK_PATH"]
         self.training = training_control.TrainingController(config)
         self.clock = clock
+        self.parse_cache = ParseCache()  # so an idle round parses nothing again
 
     def tick(self, conn: sqlite3.Connection) -> None:
         """Close lost sessions, record changed files, settle alerts."""
         self.training.reconcile(conn)
-        s = OrchestratorState(self.root, self.tz, now=self.clock(), sessions=self.training.recent_sessions(conn))
+        s = OrchestratorState(self.root, self.tz, now=self.clock(), sessions=self.training.recent_sessions(conn),
+                              cache=self.parse_cache)
         history_store.ingest(conn, s)
         sample = sampler.alert_sample(conn, self.disk_path, s.now_utc)
         events.sync_alerts(conn, alert_rules.current_alerts(s, agent_rows(s), self.threshold, sample, self.limits))

@@ -28,6 +28,7 @@ from data_providers import DataProvider
 from errors import ApiError
 from orchestrator_files import OrchestratorFiles
 from orchestrator_state import SYSTEM_KEY, OrchestratorState, orchestrator_zone, wall_clock
+from parse_cache import ParseCache
 from runs import runs_from_files
 from versioned_memo import VersionedMemo
 
@@ -56,6 +57,7 @@ class LocalDataProvider(DataProvider):
         self.db_path = config["DATABASE_PATH"]
         # What the files hold, parsed, with the store version and day it was read at (see state()).
         self._files: tuple = (None, None, [])
+        self.parse_cache = ParseCache()  # each file's parse, kept while the file is unchanged
         self._reads = VersionedMemo()  # database reads, kept while the database is unchanged
         # What "now" is for every calendar decision of a request (tests set a fixed instant).
         self.clock: Callable[[], datetime] = wall_clock
@@ -68,7 +70,7 @@ class LocalDataProvider(DataProvider):
         cached_key, files, warnings = self._files
         if key[0] is None or cached_key != key or not files.unchanged():
             metrics, warnings = self._recorded_metrics(now)
-            files = OrchestratorFiles(self.root, metrics)
+            files = OrchestratorFiles(self.root, metrics, self.parse_cache)
             self._files = (key, files, warnings)
         sessions = self._from_db(None, self.training.recent_sessions, key="sessions") or []
         state = OrchestratorState(self.root, self.tz, now=now, sessions=sessions, files=files)

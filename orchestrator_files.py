@@ -14,6 +14,7 @@ from typing import Callable, Optional
 
 import data_loader as dl
 from analytics import natural_key
+from parse_cache import ParseCache
 
 QUALITY_KEY = re.compile(r"^(agent_[A-Za-z0-9]+)_quality$")
 LOG_WINDOW_EVENTS = 5000
@@ -36,10 +37,12 @@ def _stat(path: str) -> Optional[tuple]:
 
 
 class OrchestratorFiles:
-    """A lazily parsed view of one orchestrator folder, with the file signatures it was read at."""
+    """A lazily parsed view of one orchestrator folder, with the file signatures it was read at; each file
+    is parsed through `cache` (a ParseCache, so unchanged files are not parsed again), if given."""
 
-    def __init__(self, root: Path, recorded_metrics: Optional[dict] = None):
+    def __init__(self, root: Path, recorded_metrics: Optional[dict] = None, cache: Optional[ParseCache] = None):
         self.root = Path(root)
+        self.cache = cache
         # The metrics file's recent points as the database holds them, for a file too large to read here.
         self.recorded_metrics = recorded_metrics
         self._values: dict[str, tuple] = {}
@@ -97,7 +100,7 @@ class OrchestratorFiles:
         path = self._path(relpath)
         if path is None:
             return default
-        value, warnings = parser(path)
+        value, warnings = parser(path, cache=self.cache)
         self._warn(*warnings)
         return default if value is None else value
 
@@ -125,7 +128,7 @@ class OrchestratorFiles:
             path = self._path("agents")
             if path is None:
                 return {}
-            modules, warnings = dl.parse_agent_modules(path)
+            modules, warnings = dl.parse_agent_modules(path, cache=self.cache)
             self._warn(*warnings)
             return modules
         return self.get("modules", read)[0]
@@ -135,7 +138,7 @@ class OrchestratorFiles:
         """[(date, path)] of every daily report on disk, oldest first (listed, not read)."""
         def read():
             logs = self._logs_dir()
-            return dl.list_daily_reports(logs) if logs else []
+            return dl.list_daily_reports(logs, cache=self.cache) if logs else []
         return self.get("report_files", read)[0]
 
     @property
@@ -144,7 +147,7 @@ class OrchestratorFiles:
         def read():
             parsed = []
             for _day, path in self.report_files[-REPORT_WINDOW:]:  # the listing keeps only files inside
-                report, warnings = dl.parse_daily_report(path)
+                report, warnings = dl.parse_daily_report(path, cache=self.cache)
                 self._warn(*warnings)
                 if report and report.get("date"):
                     parsed.append(report)
@@ -162,7 +165,7 @@ class OrchestratorFiles:
     def log_events(self, path: Path, limit: int = LOG_WINDOW_EVENTS) -> list[dict]:
         """The newest `limit` events of one log, oldest first."""
         def read():
-            events, warnings = dl.read_log_events(path, limit)
+            events, warnings = dl.read_log_events(path, limit, cache=self.cache)
             self._warn(*warnings)
             return events
         return self.get(f"log_events:{path}:{limit}", read)[0]

@@ -17,6 +17,7 @@ from croniter import CroniterBadDateError, croniter
 
 import data_loader as dl
 from orchestrator_files import LOG_WINDOW_EVENTS, OrchestratorFiles
+from parse_cache import ParseCache
 
 SYSTEM_KEY = "system_overall_quality"
 DEFAULT_RUN_TIMEOUT = 1800.0
@@ -79,10 +80,11 @@ class OrchestratorState:
     `files` (an OrchestratorFiles, shared while unchanged) hold them, at the instant `now`."""
 
     def __init__(self, root: Path, tz: tzinfo, now: Optional[datetime] = None, sessions: Iterable[dict] = (),
-                 recorded_metrics: Optional[dict] = None, files: Optional[OrchestratorFiles] = None):
+                 recorded_metrics: Optional[dict] = None, files: Optional[OrchestratorFiles] = None,
+                 cache: Optional[ParseCache] = None):
         self.root = Path(root)
         self.tz = tz
-        self.files = files or OrchestratorFiles(self.root, recorded_metrics)
+        self.files = files or OrchestratorFiles(self.root, recorded_metrics, cache)
         # The newest dashboard training sessions (TrainingController.recent_sessions), newest first: a run
         # the log shows unfinished has ended when the session that started it has (killed, no final line).
         self.sessions = list(sessions)

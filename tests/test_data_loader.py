@@ -13,6 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import data_loader as dl
+import log_reader
+from parse_cache import ParseCache
 
 W = 77  # inner width: "║" + 77 columns + "║" = 79
 
@@ -245,13 +247,21 @@ def test_orchestration_report(tmp_path):
 # --- torn JSON and the cache ---
 
 def test_torn_json_serves_last_good_copy_as_stale(tmp_path):
+    cache = ParseCache()
     path = write(tmp_path / "holistic_training_result.json", json.dumps(SUCCESS_RESULT, indent=2))
-    good, _ = dl.parse_training_result(path)
+    good, _ = dl.parse_training_result(path, cache=cache)
     write(path, json.dumps(SUCCESS_RESULT, indent=2)[:150])
-    value, warnings = dl.parse_training_result(path)
+    value, warnings = dl.parse_training_result(path, cache=cache)
     assert value == good
     assert len(warnings) == 1 and "stale" in warnings[0] and "line" in warnings[0]
     assert warnings[0].startswith("holistic_training_result.json: unreadable JSON")
+
+
+def test_torn_json_without_a_cache_has_no_last_good_copy(tmp_path):
+    path = write(tmp_path / "r.json", json.dumps(SUCCESS_RESULT))
+    assert dl.parse_training_result(path)[0]["status"] == "success"
+    write(path, json.dumps(SUCCESS_RESULT)[:40])
+    assert dl.parse_training_result(path) == (None, ["r.json: unreadable JSON (line 1)"])
 
 
 def test_torn_json_never_good_gives_none(tmp_path):
@@ -268,18 +278,29 @@ def test_torn_json_retry_reads_the_finished_file(tmp_path, monkeypatch):
 
 
 def test_cache_skips_unchanged_and_rereads_changed(tmp_path, monkeypatch):
-    reads = []
-    real = dl._read_file
-    monkeypatch.setattr(dl, "_read_file", lambda path, *a: reads.append(path) or real(path, *a))
+    reads, cache = [], ParseCache()
+    real = dl.read_capped
+    monkeypatch.setattr(dl, "read_capped", lambda path, *a: reads.append(path) or real(path, *a))
     path = write(tmp_path / "config.json", json.dumps(CURRENT_CONFIG), mtime_ns=1_700_000_000_000_000_000)
-    first, _ = dl.parse_config(path)
-    second, _ = dl.parse_config(path)
+    first, _ = dl.parse_config(path, cache=cache)
+    second, _ = dl.parse_config(path, cache=cache)
     assert second is first and len(reads) == 1
     write(path, json.dumps(LEGACY_CONFIG), mtime_ns=1_700_000_000_000_000_000)  # same mtime, other size
-    third, _ = dl.parse_config(path)
+    third, _ = dl.parse_config(path, cache=cache)
     assert third["shape"] == "legacy" and len(reads) == 2
     report = write(tmp_path / "daily_report_2025-01-14.txt", report_text())
-    assert dl.parse_daily_report(report)[0] is dl.parse_daily_report(report)[0] and len(reads) == 3
+    assert dl.parse_daily_report(report, cache=cache)[0] is dl.parse_daily_report(report, cache=cache)[0]
+    assert len(reads) == 3
+    dl.parse_config(path)
+    assert len(reads) == 4  # without a cache, every call reads
+
+
+def test_a_cache_keeps_at_most_its_bound(tmp_path):
+    cache = ParseCache(entries=3, tails=2)
+    for i in range(8):
+        dl.parse_config(write(tmp_path / f"config{i}.json", json.dumps(CURRENT_CONFIG)), cache=cache)
+        dl.read_log_events(write(tmp_path / f"run{i}.log", LOG), 5, cache=cache)
+    assert (len(cache.parsed), len(cache.last_good), len(cache.tails)) == (3, 3, 2)
 
 
 # --- safety: FIFO, size cap ---
@@ -500,7 +521,7 @@ BOX_LINES = [TOP, box("  DAILY TRAINING REPORT [2025-01-14]"), "x" + MID, "ab" +
 @pytest.mark.parametrize("block_size", range(1, 65))
 def test_tail_lines_box_characters_across_every_block_boundary(tmp_path, monkeypatch, block_size):
     path = write(tmp_path / "daily.log", "\n".join(BOX_LINES) + "\n")
-    monkeypatch.setattr(dl, "BLOCK_SIZE", block_size)
+    monkeypatch.setattr(log_reader, "BLOCK_SIZE", block_size)
     lines, warnings = dl.tail_lines(path, 100)
     assert lines == BOX_LINES and warnings == []
     assert dl.tail_lines(path, 3)[0] == BOX_LINES[-3:]

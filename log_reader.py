@@ -1,0 +1,270 @@
+"""Readers of the run log: its lines as events (a traceback joined to the line it follows), the newest
+events by a backward tail, every event streamed or from a byte offset on, and what the last run did.
+
+Nothing raises and nothing but a regular file is read; a line still being written (no newline yet) is
+never served as complete. Standard library only.
+"""
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+from file_reading import BLOCK_SIZE, open_regular, parse_naive_timestamp, resolve_inside
+from parse_cache import ParseCache
+
+TAIL_MAX_BYTES = 1024 * 1024
+MAX_EVENT_CHARS = 64 * 1024
+MAX_LINE_BYTES = 1024 * 1024
+BISECT_STOP_BYTES = 64 * 1024
+BISECT_PROBE_LINES = 200
+PHASES = [("harvesting", "Data Harvesting"), ("validation", "Data Validation"),
+          ("agent_training", "Agent Training"), ("production", "Production Run"),
+          ("monitoring", "Monitoring & Logging"), ("cleanup", "Cleanup & Archiving")]
+PHASE_BY_NAME = {name.lower(): key for key, name in PHASES}
+LOG_LINE_RE = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:[,.]\d+)?) - (.+?) - ([A-Z]+) - (.*)$")
+PHASE_LINE_RE = re.compile(r"^Phase\s+\d+:\s*(.+?)\s+-\s+(START|COMPLETE)\b(?:\s*\(\s*([+-]?\d+(?:\.\d+)?)\s*s\b)?")
+AGENT_START_RE = re.compile(r"^Training (agent_[A-Za-z0-9]+)\b.*-\s*START\b")
+AGENT_LINE_RE = re.compile(r"^(agent_[A-Za-z0-9]+) training\b(?:\s+(completed|failed)\b)?")
+RUN_STARTED, RUN_OK, RUN_FAILED = ("HOLISTIC TRAINING PIPELINE STARTED", "Holistic training completed successfully",
+                                   "Holistic training failed")
+
+
+def parse_log_line(line: str) -> Optional[dict]:
+    """{"timestamp", "source", "level", "message"} for a logging line, None for a continuation line."""
+    m = LOG_LINE_RE.match(line.rstrip("\r\n"))
+    when = parse_naive_timestamp(m.group(1)) if m else None
+    if when is None:
+        return None
+    return {"timestamp": when, "source": m.group(2), "level": m.group(3), "message": m.group(4)}
+
+
+def list_log_files(logs_dir) -> list:
+    """The regular *.log files in logs_dir, oldest modification time first."""
+    found = []
+    try:
+        with os.scandir(logs_dir) as entries:
+            for entry in entries:
+                if entry.name.endswith(".log") and entry.is_file() and (not entry.is_symlink()
+                                                                        or resolve_inside(logs_dir, entry.name)):
+                    found.append((entry.stat().st_mtime_ns, entry.name, Path(entry.path)))
+    except (OSError, ValueError, TypeError):
+        return []
+    return [path for _mtime, _name, path in sorted(found)]
+
+
+def _tail(path: Path, n: int, max_bytes: int):
+    """(lines, warnings, capped): up to n last complete lines; capped if max_bytes ran out first."""
+    fd, _st, warnings = open_regular(Path(path))
+    if fd is None or n <= 0:
+        if fd is not None:
+            os.close(fd)
+        return [], warnings, False
+    try:
+        pos = os.lseek(fd, 0, os.SEEK_END)
+        budget = max(max_bytes - 1, 0)  # one byte is kept to learn whether the window starts a line
+        blocks, newlines = [], 0
+        while pos > 0 and budget > 0 and newlines <= n:
+            size = min(max(BLOCK_SIZE, 1), pos, budget)
+            block = os.pread(fd, size, pos - size)
+            if len(block) != size:
+                warnings.append(f"{path.name}: file shrank while reading")
+                break
+            pos, budget = pos - size, budget - size
+            blocks.append(block)
+            newlines += block.count(b"\n")
+        data = b"".join(reversed(blocks))  # joined before decoding: blocks can split a character
+        lines = data[:data.rfind(b"\n") + 1].split(b"\n")[:-1]  # a last line without "\n" is still being written
+        if pos > 0 and lines and (newlines > n or os.pread(fd, 1, pos - 1) != b"\n"):
+            lines = lines[1:]
+        capped = pos > 0 and newlines <= n
+    except OSError as exc:
+        return [], [f"{path.name}: cannot read ({exc.strerror})"], False
+    finally:
+        os.close(fd)
+    text = [line.decode("utf-8", errors="replace").removesuffix("\r") for line in lines[-n:]]
+    if pos == 0 and text:
+        text[0] = text[0].removeprefix("\ufeff")
+    return text, warnings, capped
+
+
+def tail_lines(path, n, max_bytes=TAIL_MAX_BYTES) -> tuple:
+    """(the last n complete lines, warnings), reading at most max_bytes backwards from the end."""
+    lines, warnings, capped = _tail(Path(path), n, max_bytes)
+    if capped:
+        warnings.append(f"{Path(path).name}: only {len(lines)} of {n} lines within the last {max_bytes} bytes")
+    return lines, warnings
+
+
+def _group(lines: Iterable[str]) -> Iterator[dict]:
+    """Events from lines: continuation lines join the previous event; leading ones are dropped."""
+    event = None
+    for line in lines:
+        parsed = parse_log_line(line)
+        if parsed is not None:
+            if event is not None:
+                yield event
+            event = parsed
+        elif event is not None and len(event["message"]) < MAX_EVENT_CHARS:
+            event["message"] += "\n" + line
+    if event is not None:
+        yield event
+
+
+def read_log_events(path, limit, max_bytes=TAIL_MAX_BYTES, *, cache: Optional[ParseCache] = None) -> tuple:
+    """(the newest `limit` events of a log, oldest first, warnings), within a max_bytes tail window.
+
+    With a cache, an unchanged log (same inode, size and mtime) is answered from it; the events are
+    shared, so callers must not change them.
+    """
+    if limit <= 0:
+        return [], []
+    if cache is None:
+        return _read_log_events(path, limit, max_bytes)
+    events, warnings = cache.of_file(cache.tails, f"tail:{limit}:{max_bytes}", Path(path),
+                                     lambda: _read_log_events(path, limit, max_bytes))
+    return list(events), warnings
+
+
+def _read_log_events(path, limit, max_bytes) -> tuple:
+    n = limit * 2 + 16
+    while True:
+        lines, warnings, capped = _tail(Path(path), n, max_bytes)
+        events = list(_group(lines))
+        if len(events) >= limit or len(lines) < n:
+            break
+        n *= 4  # long tracebacks: widen the window
+    if capped and len(events) < limit:
+        warnings.append(f"{Path(path).name}: only {len(events)} events within the last {max_bytes} bytes")
+    return events[-limit:], warnings
+
+
+def _offset_near(f, size: int, since: datetime) -> int:
+    """A line-start offset at or before the first line stamped `since` or later (bisection on the
+    byte offsets: a log's lines are in time order), so a window of a huge log is read, not all of it."""
+    lo, hi = 0, size
+    while hi - lo > BISECT_STOP_BYTES:
+        mid = (lo + hi) // 2
+        f.seek(mid)
+        f.readline(MAX_LINE_BYTES)  # the rest of the line `mid` fell in
+        stamp = None
+        for _ in range(BISECT_PROBE_LINES):
+            raw = f.readline(MAX_LINE_BYTES)
+            if not raw:
+                break
+            event = parse_log_line(raw.decode("utf-8", errors="replace"))
+            if event is not None:
+                stamp = event["timestamp"]
+                break
+        if stamp is not None and stamp < since:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def iter_log_events(path, since: Optional[datetime] = None) -> Iterator[dict]:
+    """Every event of a log (with `since`: from about that time on), oldest first, streamed; nothing
+    for a missing or non-regular file."""
+    fd, st, _warnings = open_regular(Path(path))
+    if fd is None:
+        return
+
+    def lines(f):
+        first = True
+        if since is not None:
+            start = _offset_near(f, st.st_size, since)
+            f.seek(start)
+            if start:
+                f.readline(MAX_LINE_BYTES)  # a partial line
+                first = False
+        while raw := f.readline(MAX_LINE_BYTES):
+            if not raw.endswith(b"\n") and len(raw) < MAX_LINE_BYTES:
+                return  # the last line is still being written
+            line = raw.decode("utf-8", errors="replace").removesuffix("\n").removesuffix("\r")
+            yield line.removeprefix("\ufeff") if first else line
+            first = False
+
+    with os.fdopen(fd, "rb") as f:
+        yield from _group(lines(f))
+
+
+_OTHER_LEVEL = {}  # log_events_from: an event of a level not asked for (its lines are skipped)
+
+
+def log_events_from(path, offset: int = 0, levels: Optional[frozenset] = None) -> Iterator[tuple[Optional[dict], int]]:
+    """The events of a log (only those of `levels`, when given) from byte `offset` (a line start) on,
+    oldest first, each with the offset just past its last line, then (None, where reading stopped);
+    streamed. A last line still being written (no newline yet) is left for later; nothing for a missing
+    or non-regular file. Lines of other levels are only recognised, not parsed: a large log is fast."""
+    fd, _st, _warnings = open_regular(Path(path))
+    if fd is None:
+        return
+    with os.fdopen(fd, "rb") as f:
+        f.seek(offset)
+        event, end, position = None, offset, offset
+        while raw := f.readline(MAX_LINE_BYTES):
+            if not raw.endswith(b"\n") and len(raw) < MAX_LINE_BYTES:
+                break
+            line = raw.decode("utf-8", errors="replace").removesuffix("\n").removesuffix("\r")
+            line = line.removeprefix("\ufeff") if position == 0 else line
+            position += len(raw)
+            m = LOG_LINE_RE.match(line)
+            if m and levels is not None and m.group(3) not in levels:
+                parsed = _OTHER_LEVEL
+            else:
+                when = parse_naive_timestamp(m.group(1)) if m else None
+                parsed = None if when is None else {"timestamp": when, "source": m.group(2),
+                                                    "level": m.group(3), "message": m.group(4)}
+            if parsed is not None:
+                if event is not None and event is not _OTHER_LEVEL:
+                    yield event, end
+                event = parsed
+            elif event is not None and event is not _OTHER_LEVEL and len(event["message"]) < MAX_EVENT_CHARS:
+                event["message"] += "\n" + line
+            end = position
+        if event is not None and event is not _OTHER_LEVEL:  # logging writes a record in one go: complete
+            yield event, end
+        yield None, end
+
+
+def parse_run_progress(events) -> dict:
+    """What the last run in `events` (oldest first) did: start, phases, agents, finish."""
+    progress = {"found": False, "started_at": None, "finished": None, "finished_at": None, "error": None,
+                "current_phase": None, "phase_started_at": None, "completed_phases": {},
+                "current_agent": None, "agents_completed": [], "agents_failed": [],
+                "last_event_at": events[-1]["timestamp"] if events else None}
+    starts = [i for i, event in enumerate(events) if RUN_STARTED in event["message"]]
+    if not starts:
+        return progress
+    progress["found"] = True
+    progress["started_at"] = events[starts[-1]]["timestamp"]
+    open_phases, agent = {}, None
+    for event in events[starts[-1]:]:
+        message, when = event["message"].split("\n", 1)[0].strip(), event["timestamp"]
+        if (m := PHASE_LINE_RE.match(message)) and m.group(1).lower() in PHASE_BY_NAME:
+            key = PHASE_BY_NAME[m.group(1).lower()]
+            open_phases.pop(key, None)
+            if m.group(2) == "START":
+                open_phases[key] = when
+                agent = None if key == "agent_training" else agent
+            else:
+                progress["completed_phases"][key] = float(m.group(3)) if m.group(3) else None
+        elif message.startswith(RUN_OK):
+            progress["finished"], progress["finished_at"] = "success", when
+        elif message.startswith(RUN_FAILED):
+            progress["finished"], progress["finished_at"] = "failed", when
+            progress["error"] = message[len(RUN_FAILED):].lstrip(": ").strip() or message
+        elif m := AGENT_START_RE.match(message) or AGENT_LINE_RE.match(message):
+            agent = m.group(1)
+            outcome = m.group(2) if m.re is AGENT_LINE_RE else None
+            done = {"completed": progress["agents_completed"], "failed": progress["agents_failed"]}.get(outcome)
+            if done is not None and agent not in done:
+                done.append(agent)
+    if progress["finished"] is None and open_phases:
+        progress["current_phase"], progress["phase_started_at"] = list(open_phases.items())[-1]
+        if progress["current_phase"] == "agent_training":
+            progress["current_agent"] = agent
+    return progress
