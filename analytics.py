@@ -53,3 +53,22 @@ def rank_desc(values: dict[str, Optional[float]]) -> dict[str, Optional[int]]:
     """Competition ranks (1 = highest); equal values share a rank; null values get no rank."""
     ordered = sorted((v for v in values.values() if v is not None), reverse=True)
     return {k: (ordered.index(v) + 1 if v is not None else None) for k, v in values.items()}
+
+
+def quality_trends(lead: list[date], days: int, system: dict, agents: dict[str, dict]) -> dict:
+    """/api/metrics/trends from daily quality ({date: score}) of the system and each agent over `lead`:
+    the last `days` days and six before them, so the first 7-day average covers a full week."""
+    window = lead[-days:]
+    values = [system.get(d) for d in window]
+    seen = [v for v in values if v is not None]
+    rows = {}
+    for agent_id, daily in agents.items():
+        agent_values = [daily.get(d) for d in lead]
+        known = [v for v in agent_values if v is not None]
+        rows[agent_id] = {"latest": known[-1] if known else None,
+                          "moving_average_7d": moving_average(agent_values)[-1],
+                          "direction": trend_direction(agent_values[6:])}
+    return {"timestamps": [d.isoformat() for d in window], "system": values,
+            "moving_average_7d": moving_average([system.get(d) for d in lead])[6:],
+            "direction": trend_direction(values),
+            "change": round(seen[-1] - seen[0], 3) if len(seen) >= 2 else None, "agents": rows}

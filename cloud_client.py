@@ -27,21 +27,17 @@ import requests
 import requests.auth
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError, NewConnectionError, ReadTimeoutError, ResponseError
+from urllib3.exceptions import MaxRetryError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
-from urllib3.util.retry import Retry
 
 from config import VERSION, ConfigError
 from circuit_breaker import CircuitBreaker, failing_status
+from cloud_retry import RETRIES, RETRY_STATUSES, read_retry, write_retry
 from errors import ApiError
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 3.05          # seconds (default); a little over a multiple of 3 s, the TCP retransmission window
-RETRIES = 3                     # retries after the first attempt, GET only
-BACKOFF_FACTOR = 0.3            # sleeps 0, 0.6, 1.2 s between the attempts
-BACKOFF_MAX = 2.0               # cap of a backoff and of a Retry-After we are willing to wait
-RETRY_STATUSES = (429, 502, 503, 504)
 PASS_THROUGH = frozenset({400, 404, 409})   # the upstream's own answer about the client's request
 MAX_MESSAGE = 300               # characters of an upstream error message passed along
 MAX_ERROR_BODY = 16 * 1024      # bytes of an upstream error body read for its message
@@ -51,48 +47,6 @@ MAX_RESPONSE_BYTES = 8 << 20    # largest upstream answer read (default of CLOUD
 MAX_CALLS = 4                   # upstream calls at once per worker (default of CLOUD_MAX_CONCURRENT_CALLS)
 BROKE_OFF = 599                 # the status of a 2xx whose body broke off: a failure for the breaker
 REDACTED = "[redacted]"
-
-
-class CloudRetry(Retry):
-    """urllib3 Retry that never retries a read timeout and does not wait for a Retry-After over backoff_max.
-
-    urllib3's backoff_max caps only the computed backoff; a Retry-After of 60 s would be slept in full. Here a
-    Retry-After longer than backoff_max ends the retries at once (the 429/503 answer is then returned).
-    """
-
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
-        if isinstance(error, ReadTimeoutError):
-            raise error.with_traceback(_stacktrace)
-        if response is not None and self.respect_retry_after_header:
-            wait = self._retry_after(response)
-            if wait is not None and wait > self.backoff_max:
-                raise MaxRetryError(_pool, url, ResponseError(f"Retry-After {wait:.0f}s exceeds {self.backoff_max}s"))
-        return super().increment(method=method, url=url, response=response, error=error, _pool=_pool,
-                                 _stacktrace=_stacktrace)
-
-    def _retry_after(self, response) -> Optional[float]:
-        try:
-            return super().get_retry_after(response)
-        except Exception:  # an unparsable Retry-After: fall back to the exponential backoff
-            return None
-
-    def get_retry_after(self, response) -> Optional[float]:
-        seconds = self._retry_after(response)
-        return None if seconds is None else min(seconds, self.backoff_max)
-
-
-def read_retry() -> CloudRetry:
-    """The retry policy of GETs."""
-    return CloudRetry(total=RETRIES, backoff_factor=BACKOFF_FACTOR, backoff_max=BACKOFF_MAX,
-                      status_forcelist=RETRY_STATUSES, allowed_methods=frozenset({"GET"}),
-                      respect_retry_after_header=True, raise_on_status=False, raise_on_redirect=False)
-
-
-def write_retry() -> CloudRetry:
-    """The retry policy of POSTs: none at all (a POST may have reached the upstream before failing)."""
-    # allowed_methods must not be empty: urllib3 treats an empty set as "every method".
-    return CloudRetry(total=0, connect=0, read=False, status=0, redirect=0, allowed_methods=frozenset({"GET"}),
-                      respect_retry_after_header=False, raise_on_status=False, raise_on_redirect=False)
 
 
 class BearerAuth(requests.auth.AuthBase):

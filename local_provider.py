@@ -15,6 +15,7 @@ import data_loader
 import database
 import events
 import health
+import history_reads
 import history_store
 import log_views
 import sampler
@@ -22,14 +23,14 @@ import storyboard_store
 import training_control
 import training_progress
 from agent_rows import agent_row, agent_rows
-from analytics import daily_last, moving_average, natural_key, rank_desc, trend_direction
+from analytics import daily_last, natural_key, quality_trends, rank_desc, trend_direction
 from contract import NewProject, Payload
 from data_providers import DataProvider
 from errors import ApiError
 from orchestrator_files import OrchestratorFiles
 from orchestrator_state import SYSTEM_KEY, OrchestratorState, orchestrator_zone, wall_clock
 from parse_cache import ParseCache
-from runs import runs_from_files
+from runs import runs_from_files, runs_history
 from versioned_memo import VersionedMemo
 
 
@@ -85,7 +86,7 @@ class LocalDataProvider(DataProvider):
         """{date: quality}: the database's history (every report and point ever ingested), overlaid by
         what the files say now (so a change shows before the ingester has recorded it)."""
         metric = f"{agent_id}_quality" if agent_id else SYSTEM_KEY
-        days = dict(self._from_db(s, lambda db: history_store.daily_quality(db, metric, self.tz, first_day),
+        days = dict(self._from_db(s, lambda db: history_reads.daily_quality(db, metric, self.tz, first_day),
                                   key=("daily", metric, first_day)) or {})
         days.update(s.report_quality(agent_id))
         days.update(daily_last(s.quality_points(agent_id)))
@@ -114,8 +115,8 @@ class LocalDataProvider(DataProvider):
             if path is None or path.stat().st_size <= data_loader.MAX_FILE_BYTES:
                 return None, []
             db = database.get_db()
-            metrics = history_store.recent_metrics(db, path, self.tz, now - RECENT_METRICS_WINDOW)
-            done = history_store.recorded(db, path)
+            metrics = history_reads.recent_metrics(db, path, self.tz, now - RECENT_METRICS_WINDOW)
+            done = history_reads.recorded(db, path)
         except (OSError, sqlite3.Error, database.DatabaseUnavailable):
             return None, []  # the file is read (and refused) as usual, which says why
         return metrics, [] if done else [f"{path.name}: large; its history is still being recorded, so some "
@@ -128,7 +129,7 @@ class LocalDataProvider(DataProvider):
     def _history_agents(self, s: OrchestratorState, first_day: date) -> list[str]:
         """Agents the files name now, plus those the database holds quality for since `first_day`."""
         since = s.iso(datetime.combine(first_day, datetime.min.time()))
-        stored = self._from_db(s, lambda db: history_store.quality_agents(db, since), key=("agents", since)) or set()
+        stored = self._from_db(s, lambda db: history_reads.quality_agents(db, since), key=("agents", since)) or set()
         return sorted(set(s.agent_ids) | {a for a in stored if data_loader.AGENT_ID_RE.match(a)}, key=natural_key)
 
     def _window(self, s: OrchestratorState, days: int) -> list[date]:
@@ -267,12 +268,9 @@ class LocalDataProvider(DataProvider):
         s = self.state()
         first_day = s.now.date() - timedelta(days=days - 1)
         since = s.iso(datetime.combine(first_day, datetime.min.time()))
-        runs = list(self._from_db(s, lambda db: history_store.runs_since(db, since, self.tz), key=("runs", since)) or [])
-        recorded = {r["finished_at"] for r in runs if r["finished_at"]}
-        runs += [dict(run, status=history_store.RUN_STATUS.get(run["status"], run["status"]), session_id=None,
-                      origin="orchestrator") for run in s.memo("runs", lambda: runs_from_files(s)) if run["finished_at"] not in recorded]
-        runs.sort(key=lambda r: (r["finished_at"] or r["started_at"] or r["date"]), reverse=True)
-        return Payload([r for r in runs if r["date"] >= first_day.isoformat()], s.warnings)
+        runs = list(self._from_db(s, lambda db: history_reads.runs_since(db, since, self.tz), key=("runs", since)) or [])
+        from_files = s.memo("runs", lambda: runs_from_files(s))
+        return Payload(runs_history(runs, from_files, first_day), s.warnings)
 
     def training_schedule(self) -> Payload:
         s = self.state()
@@ -297,7 +295,7 @@ class LocalDataProvider(DataProvider):
     def metric_history(self, metric_name: str, days: int) -> Payload:
         s = self.state()
         cutoff = datetime.combine(s.now.date() - timedelta(days=days - 1), datetime.min.time())
-        points = self._from_db(s, lambda db: history_store.metric_points(db, metric_name, s.iso(cutoff)),
+        points = self._from_db(s, lambda db: history_reads.metric_points(db, metric_name, s.iso(cutoff)),
                                key=("points", metric_name, cutoff))
         if metric_name in s.metrics and metric_name != "training_history":
             from_file = [{"timestamp": s.iso(p["timestamp"]), "agent": p.get("agent"),
@@ -321,23 +319,10 @@ class LocalDataProvider(DataProvider):
 
     def metrics_trends(self, days: int) -> Payload:
         s = self.state()
-        window = self._window(s, days)
         lead = self._window(s, days + 6)  # six earlier days so the first average covers a full week
         system = self._daily(s, None, lead[0])
-        averages = moving_average([system.get(d) for d in lead])[6:]
-        values = [system.get(d) for d in window]
-        seen = [v for v in values if v is not None]
-        agents = {}
-        for agent_id in self._history_agents(s, lead[0]):
-            daily = self._daily(s, agent_id, lead[0])
-            agent_values = [daily.get(d) for d in lead]
-            known = [v for v in agent_values if v is not None]
-            agents[agent_id] = {"latest": known[-1] if known else None,
-                                "moving_average_7d": moving_average(agent_values)[-1],
-                                "direction": trend_direction(agent_values[6:])}
-        data = {"timestamps": [d.isoformat() for d in window], "system": values, "moving_average_7d": averages,
-                "direction": trend_direction(values),
-                "change": round(seen[-1] - seen[0], 3) if len(seen) >= 2 else None, "agents": agents}
+        agents = {agent_id: self._daily(s, agent_id, lead[0]) for agent_id in self._history_agents(s, lead[0])}
+        data = quality_trends(lead, days, system, agents)
         return Payload(data, s.warnings)
 
     # --- system ---

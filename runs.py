@@ -2,13 +2,14 @@
 failed ones from the run log and from holistic_training_result.json (which only keeps the latest)."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Optional
 
 from orchestrator_state import SYSTEM_KEY, OrchestratorState
 
 # How close (s) the result file's timestamp must be to a run's end to be that run.
 SAME_END_SECONDS = 120
+RUN_STATUS = {"success": "completed"}  # the orchestrator's word for a finished run, in the API's words
 
 
 def run_row(s: OrchestratorState, finished: Optional[datetime], duration: Optional[float], status: Optional[str],
@@ -62,3 +63,13 @@ def _near(s: OrchestratorState, iso: Optional[str], naive: datetime) -> bool:
         return False
     parsed = datetime.fromisoformat(iso.replace("Z", "+00:00"))
     return abs((parsed - naive.replace(tzinfo=s.tz)).total_seconds()) < SAME_END_SECONDS
+
+
+def runs_history(recorded: list[dict], from_files: list[dict], first_day: date) -> list[dict]:
+    """/api/training/history: the recorded runs and those only the files show yet, since `first_day`,
+    newest first."""
+    known = {r["finished_at"] for r in recorded if r["finished_at"]}
+    runs = list(recorded) + [dict(run, status=RUN_STATUS.get(run["status"], run["status"]), session_id=None,
+                                  origin="orchestrator") for run in from_files if run["finished_at"] not in known]
+    runs.sort(key=lambda r: (r["finished_at"] or r["started_at"] or r["date"]), reverse=True)
+    return [r for r in runs if r["date"] >= first_day.isoformat()]

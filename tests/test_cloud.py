@@ -31,6 +31,7 @@ from conftest import poll
 import auth
 import cloud_cache
 import cloud_client
+import cloud_retry
 from app import create_app
 from config import ConfigError
 from servers import Gunicorn, free_port
@@ -651,7 +652,7 @@ def test_https_is_accepted_without_the_insecure_flag(tmp_path):
 
 
 def test_retry_policies():
-    reads, writes = cloud_client.read_retry(), cloud_client.write_retry()
+    reads, writes = cloud_retry.read_retry(), cloud_retry.write_retry()
     assert reads.total == 3 and set(reads.status_forcelist) == {429, 502, 503, 504}
     assert reads.allowed_methods == frozenset({"GET"}) and reads.raise_on_status is False
     assert reads.respect_retry_after_header and reads.backoff_max <= 5
