@@ -37,6 +37,7 @@ from versioned_memo import VersionedMemo
 ERROR_LEVELS = ("ERROR", "CRITICAL", "WARNING")
 # A metrics file too large to read per request is read from the database: its points of this long.
 RECENT_METRICS_WINDOW = timedelta(days=8)
+DB_WARNING = "database unavailable"
 
 
 
@@ -75,6 +76,7 @@ class LocalDataProvider(DataProvider):
             self._files = (key, files, warnings)
         sessions = self._from_db(None, self.training.recent_sessions, key="sessions") or []
         state = OrchestratorState(self.root, self.tz, now=now, sessions=sessions, files=files)
+        state.store_version = key[0]  # one database version for the whole request
         state.warnings.extend(warnings)
         if not state.root_exists:
             state.warnings.append(f"orchestrator folder not found: {os.fspath(self.root)} (set ORCHESTRATOR_PATH)")
@@ -85,12 +87,26 @@ class LocalDataProvider(DataProvider):
     def _daily(self, s: OrchestratorState, agent_id: Optional[str], first_day: date) -> dict[date, Optional[float]]:
         """{date: quality}: the database's history (every report and point ever ingested), overlaid by
         what the files say now (so a change shows before the ingester has recorded it)."""
+        return self._derived(s, ("daily", agent_id, first_day), lambda: self._daily_now(s, agent_id, first_day))
+
+    def _daily_now(self, s: OrchestratorState, agent_id: Optional[str], first_day: date) -> dict:
         metric = f"{agent_id}_quality" if agent_id else SYSTEM_KEY
         days = dict(self._from_db(s, lambda db: history_reads.daily_quality(db, metric, self.tz, first_day),
                                   key=("daily", metric, first_day)) or {})
         days.update(s.report_quality(agent_id))
         days.update(daily_last(s.quality_points(agent_id)))
         return {d: v for d, v in sorted(days.items()) if d >= first_day}
+
+    @staticmethod
+    def _derived(s: OrchestratorState, key: tuple, compute):
+        """compute(), kept with the files view: that lives while neither the files, the database nor the
+        date change (state()), so a value derived from those three alone is reused as it is. A value
+        computed while the database failed is not kept."""
+        before = len(s.warnings)
+        value = s.memo(key, compute)
+        if any(w.startswith(DB_WARNING) for w in s.warnings[before:]):
+            s.files.forget(key)
+        return value
 
     def _store_version(self):
         return database.generations(self.db_path).version()
@@ -101,7 +117,8 @@ class LocalDataProvider(DataProvider):
         try:
             if key is None:
                 return read(database.get_db())
-            return self._reads.get(key, self._store_version(), lambda: read(database.get_db()))
+            version = s.store_version if s is not None else self._store_version()
+            return self._reads.get(key, version, lambda: read(database.get_db()))
         except (sqlite3.Error, database.DatabaseUnavailable) as err:
             if s is not None:
                 self._db_warning(s, err)
@@ -124,7 +141,7 @@ class LocalDataProvider(DataProvider):
 
     @staticmethod
     def _db_warning(s: OrchestratorState, err: Exception) -> None:
-        s.warnings.append(f"database unavailable ({err}); showing only what the orchestrator's files still hold")
+        s.warnings.append(f"{DB_WARNING} ({err}); showing only what the orchestrator's files still hold")
 
     def _history_agents(self, s: OrchestratorState, first_day: date) -> list[str]:
         """Agents the files name now, plus those the database holds quality for since `first_day`."""
@@ -284,16 +301,23 @@ class LocalDataProvider(DataProvider):
 
     def metrics_quality(self, days: int) -> Payload:
         s = self.state()
+        return Payload(self._derived(s, ("quality", days), lambda: self._quality_series(s, days)), s.warnings)
+
+    def _quality_series(self, s: OrchestratorState, days: int) -> dict:
         window = self._window(s, days)
         series = {"system": self._daily(s, None, window[0])}
         series.update({agent_id: self._daily(s, agent_id, window[0]) for agent_id in self._history_agents(s, window[0])})
         window = [d for d in window if any(d in values for values in series.values())]
         data = {"timestamps": [d.isoformat() for d in window]}
         data.update({key: [values.get(d) for d in window] for key, values in series.items()})
-        return Payload(data, s.warnings)
+        return data
 
     def metric_history(self, metric_name: str, days: int) -> Payload:
         s = self.state()
+        points = self._derived(s, ("points", metric_name, days), lambda: self._metric_points(s, metric_name, days))
+        return Payload({"metric": metric_name, "days": days, "points": points}, s.warnings)
+
+    def _metric_points(self, s: OrchestratorState, metric_name: str, days: int) -> list[dict]:
         cutoff = datetime.combine(s.now.date() - timedelta(days=days - 1), datetime.min.time())
         points = self._from_db(s, lambda db: history_reads.metric_points(db, metric_name, s.iso(cutoff)),
                                key=("points", metric_name, cutoff))
@@ -305,7 +329,7 @@ class LocalDataProvider(DataProvider):
             points = sorted(by_time.values(), key=lambda p: p["timestamp"])
         if points is None:
             raise ApiError(404, f"unknown metric_name: {metric_name}")
-        return Payload({"metric": metric_name, "days": days, "points": points}, s.warnings)
+        return points
 
     def metrics_comparison(self) -> Payload:
         s = self.state()
@@ -319,11 +343,13 @@ class LocalDataProvider(DataProvider):
 
     def metrics_trends(self, days: int) -> Payload:
         s = self.state()
+        return Payload(self._derived(s, ("trends", days), lambda: self._trends(s, days)), s.warnings)
+
+    def _trends(self, s: OrchestratorState, days: int) -> dict:
         lead = self._window(s, days + 6)  # six earlier days so the first average covers a full week
         system = self._daily(s, None, lead[0])
         agents = {agent_id: self._daily(s, agent_id, lead[0]) for agent_id in self._history_agents(s, lead[0])}
-        data = quality_trends(lead, days, system, agents)
-        return Payload(data, s.warnings)
+        return quality_trends(lead, days, system, agents)
 
     # --- system ---
 

@@ -79,6 +79,11 @@ class OrchestratorFiles:
                 self._collecting[-1].extend(warnings)
             return value, warnings
 
+    def forget(self, name) -> None:
+        """Compute source `name` again when next asked for."""
+        with self._lock:
+            self._values.pop(name, None)
+
     def warnings_of(self, name: str) -> list[str]:
         """The problems met reading source `name` (none before it was read)."""
         with self._lock:

@@ -92,6 +92,7 @@ class OrchestratorState:
         self.now = self.now_utc.astimezone(tz).replace(tzinfo=None)  # naive local, like the files' times
         self.warnings: list[str] = []
         self._used: set[str] = set()
+        self.store_version = None  # the database version this request reads at (set by the provider)
 
     # --- reading (the files' sources, each adding its problems to this request's warnings once) ---
 

@@ -94,3 +94,36 @@ def test_a_replaced_database_file_is_read_as_the_new_file(make_app, orchestrator
     shutil.copy(fresh, f"{db}.new")
     os.replace(f"{db}.new", db)  # a restore from backup: a new file under the same name
     assert client.get("/api/storyboard/projects").get_json() == []
+
+
+def test_an_answer_computed_while_the_database_failed_is_not_kept(make_app, orchestrator, monkeypatch, tmp_path):
+    """A read that fails once (forced: nothing real fails a read while the version stays readable) gives
+    an answer with a warning, and the next request reads the history again rather than reusing it."""
+    import history_reads
+
+    root = orchestrator()
+    os.unlink(root / "logs" / "training_metrics.json")
+    reports = sorted((root / "logs").glob("daily_report_*.txt"))
+    old = reports[-8]
+    day = old.name.removeprefix("daily_report_").removesuffix(".txt")
+    client = make_app(root).test_client()
+    rewrite_report(old, 1.25)
+    ingest(client.application)
+    old.unlink()  # the day is now in the database alone
+    assert system_quality(client, day) == 1.25
+    real = history_reads.daily_quality
+    failures = []
+
+    def failing_once(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(history_reads, "daily_quality", failing_once)
+    with closing(database.connect(tmp_path / "db.sqlite")) as other, database.transaction(other):
+        other.execute("INSERT INTO cache_generations (prefix, value) VALUES ('/elsewhere', 1)")  # any commit
+    failed = client.get(QUALITY).get_json()
+    assert any("database unavailable" in w for w in failed["warnings"])
+    assert system_quality(client, day) == 1.25
+    assert not any("database unavailable" in w for w in client.get(QUALITY).get_json()["warnings"])
