@@ -9,8 +9,8 @@ Rules (README "Cloud mode"):
 - POSTs are never retried;
 - redirects are never followed (a redirect is a 502): the key must not travel to another host;
 - the key is sent only as `Authorization: Bearer <key>` and never appears in a log line or an error message;
-- a per-process circuit breaker (CircuitBreaker) fails every call at once (503, Retry-After) for a while after
-  CLOUD_BREAKER_FAILURES calls in a row got no answer or a 5xx/429; then one probe call decides.
+- a circuit breaker shared by the instance's workers (CircuitBreaker) fails every call at once (503, Retry-After)
+  for a while after CLOUD_BREAKER_FAILURES calls in a row got no answer or a 5xx/429; then one probe call decides.
 """
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ class CloudClient:
         if not config.get("CLOUD_API_KEY"):
             raise ConfigError("ENVIRONMENT=cloud needs CLOUD_API_KEY, the key the cloud API expects as "
                               "Authorization: Bearer <key>")
-        breaker = CircuitBreaker(config.get("CLOUD_BREAKER_FAILURES", 5), config.get("CLOUD_BREAKER_RESET_SECONDS", 30))
+        breaker = CircuitBreaker.from_config(config)
         return cls(config["CLOUD_API_URL"], config["CLOUD_API_KEY"], config.get("CLOUD_TIMEOUT_SECONDS", 10),
                    bool(config.get("CLOUD_ALLOW_INSECURE_HTTP")),
                    config.get("CLOUD_CONNECT_TIMEOUT_SECONDS", CONNECT_TIMEOUT), breaker,

@@ -6,6 +6,8 @@ caches, so every request is an upstream call).
 """
 from __future__ import annotations
 
+import logging
+import re
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +19,7 @@ import pytest
 import circuit_breaker
 import cloud_client
 from config import ConfigError, load_config
+from errors import ApiError
 from conftest import poll
 from test_cloud import AGENT_ROW, CANARY, Reply, Stub, call, cloud_app, start_gunicorn, stop, wait_ready
 
@@ -51,18 +54,37 @@ def refused(response, reset_seconds: int) -> bool:
             and 1 <= int(response.headers["Retry-After"]) <= reset_seconds)
 
 
-def trip(server, stub: Stub) -> None:
+# A new connection per call: gunicorn keeps a kept-alive connection on one worker, a new one goes to either.
+FRESH = {"Connection": "close"}
+
+
+def trip(server, stub: Stub, headers: dict | None = None) -> None:
     """Make the breaker of `server` open: 5 upstream failures in a row."""
     stub.set("GET", STATUS, Reply(500, {"error": "down"}))
-    assert [call("GET", server.base + STATUS).status_code for _ in range(5)] == [502] * 5
+    assert [call("GET", server.base + STATUS, headers=headers).status_code for _ in range(5)] == [502] * 5
     assert stub.count("GET", STATUS) == 5
 
 
-def until_probe(server, reset_seconds: int) -> list:
+def until_probe(server, reset_seconds: int, headers: dict | None = None) -> list:
     """Call until the breaker lets a call through (the probe); every answer, the probe's last."""
-    answers = poll(lambda: call("GET", server.base + STATUS), lambda r: not refused(r, reset_seconds), interval=0.1)
+    answers = poll(lambda: call("GET", server.base + STATUS, headers=headers),
+                   lambda r: not refused(r, reset_seconds), interval=0.1)
     assert all(refused(r, reset_seconds) for r in answers[:-1])
     return answers
+
+
+def refusing_workers(server, since: int = 0) -> set[str]:
+    """The pids of the workers that logged a 503 to GET STATUS (in the app's log file, from byte `since`)."""
+    text = server.log_path.read_bytes()[since:].decode(errors="replace") if server.log_path.exists() else ""
+    return set(re.findall(rf"\[(\d+)\] dashboard: GET {STATUS} 503 ", text))
+
+
+def refused_on_both_workers(server, reset_seconds: int, since: int = 0) -> list:
+    """Call over new connections until both workers have answered a refusal; every answer (all refusals)."""
+    seen = poll(lambda: (call("GET", server.base + STATUS, headers=FRESH), refusing_workers(server, since)),
+                lambda answer: len(answer[1]) == 2, deadline_seconds=20)
+    assert all(refused(response, reset_seconds) for response, _ in seen)
+    return seen
 
 
 class GatedStub(Stub):
@@ -146,6 +168,73 @@ def test_answers_that_show_the_upstream_is_reachable_do_not_count_as_failures(tm
             assert stub.count("GET", STATUS) == len(steps)
         finally:
             app.extensions["provider"].client.close()
+
+
+def test_failures_spread_over_the_workers_open_the_breaker_of_every_worker(tmp_path):
+    """Issue 14: 5 failures in a row, wherever they fell, open the breaker of the instance. Split over 2
+    workers, one of them saw at most 2 of the 5: that it refuses too shows the count is shared."""
+    reset = 3600
+    with Stub() as stub, cloud_server(tmp_path, stub.base, GUNICORN_WORKERS="2", **breaker(reset)) as b:
+        trip(b, stub, headers=FRESH)
+        refused_on_both_workers(b, reset)
+        assert stub.count("GET", STATUS) == 5  # no worker called the upstream again
+    assert "circuit breaker open after 5 failed calls in a row" in b.logs()
+
+
+def test_after_the_reset_exactly_one_call_of_the_instance_is_the_probe(tmp_path):
+    reset = 3
+    with GatedStub() as stub, cloud_server(tmp_path, stub.base, GUNICORN_WORKERS="2", CLOUD_TIMEOUT_SECONDS="60",
+                                           **breaker(reset)) as b:
+        trip(b, stub, headers=FRESH)
+        stub.set("GET", STATUS, Reply(200, [AGENT_ROW]))
+        stub.gate.clear()  # the probe is held at the upstream while both workers are asked
+        with ThreadPoolExecutor(1) as background:
+            probe = background.submit(until_probe, b, reset, FRESH)
+            poll(lambda: stub.held, lambda held: held == 1)
+            refused_on_both_workers(b, reset, since=b.log_path.stat().st_size)
+            stub.gate.set()
+            assert probe.result()[-1].json() == [AGENT_ROW]
+        assert stub.count("GET", STATUS) == 1
+        assert all(call("GET", b.base + STATUS, headers=FRESH).status_code == 200 for _ in range(4))  # closed
+
+
+def test_a_probe_that_never_reports_gives_its_place_to_the_next_caller(tmp_path, caplog):
+    """Two breakers on one state file, as two workers: the first takes the probe and dies with it."""
+    path = str(tmp_path / "db.sqlite.breaker")
+    dead, alive = (circuit_breaker.CircuitBreaker(2, 0.1, path, probe_seconds=5) for _ in range(2))
+    dead.record(answered=False, probe=False)
+    alive.record(answered=False, probe=False)  # 2 in a row, over both: open for both
+    assert poll(lambda: admitted(dead), lambda probe: probe is not None)[-1] is True  # the probe, never reported
+    with caplog.at_level(logging.WARNING, logger="cloud_client"):
+        assert admitted(alive) is None  # the probe is still under way
+        assert poll(lambda: admitted(alive), lambda probe: probe is not None)[-1] is True
+        alive.record(answered=True, probe=True)
+    assert "the previous probe call never reported" in caplog.text
+    assert dead.admit() is False and alive.admit() is False  # closed for both
+
+
+def admitted(breaker: circuit_breaker.CircuitBreaker):
+    """True for the probe, False for an ordinary call, None when refused."""
+    try:
+        return breaker.admit()
+    except ApiError:
+        return None
+
+
+def test_an_unusable_state_file_leaves_each_worker_its_own_breaker(tmp_path, caplog):
+    missing = circuit_breaker.CircuitBreaker(2, 3600, str(tmp_path / "gone" / "db.sqlite.breaker"))
+    garbled_path = tmp_path / "garbled.breaker"
+    garbled_path.write_bytes(b"\x00not json")
+    garbled = circuit_breaker.CircuitBreaker(2, 3600, str(garbled_path))
+    with caplog.at_level(logging.WARNING, logger="cloud_client"):
+        for breaker in (missing, garbled):
+            assert breaker.admit() is False
+            breaker.record(answered=False, probe=False)
+            breaker.record(answered=False, probe=False)
+            assert admitted(breaker) is None  # it still opens
+    assert caplog.text.count("unusable (FileNotFoundError); this worker counts on its own") == 1
+    assert "held no valid state: starting closed" in caplog.text
+    assert b'"streak": 2' in garbled_path.read_bytes()  # rewritten: shared again
 
 
 def test_a_breaker_with_0_failures_never_opens():
