@@ -3,20 +3,21 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 EXAMPLE := examples/orchestrator
 
-.PHONY: run test browser example-data clean audit
+.PHONY: run test test-packages example-data clean audit
 
 ## Install, create the example orchestrator's history if absent, and serve under gunicorn.
 run: $(VENV)/.installed example-data
 	$(VENV)/bin/gunicorn --config gunicorn.conf.py app:app
 
 ## Install the test needs and run the whole suite.
-test: $(VENV)/.installed-dev browser
+test: $(VENV)/.installed-dev test-packages
 	$(PY) -m pytest
 
-## Debian's Chromium and its driver for the browser test (tests/test_page.py), installed when absent (as root).
-browser:
-	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
-		(apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver)
+## Debian's packages the tests run, installed when absent (as root): Chromium and its driver for the browser
+## test (tests/test_page.py), nginx for the reverse-proxy test (tests/test_nginx.py).
+test-packages:
+	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver && test -x /usr/sbin/nginx || \
+		(apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver nginx)
 
 ## Two weeks of history written by the example orchestrator itself (skipped when present).
 example-data: $(VENV)/.installed

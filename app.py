@@ -102,6 +102,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     monitoring.observe_requests(app)  # before hardening, so it sees the final status (a 304, say)
     hardening.init_app(app)
     response_cache.init_app(app)  # after auth: a cached answer is only for those allowed to read
+    hardening.trust_proxy(app)  # last WSGI layer added, so the outermost: everything sees the client's address
     app.extensions["provider"] = DataProviderFactory.get_provider(settings["ENVIRONMENT"], settings)
     app.extensions["started_at"] = time.monotonic()
     app.register_blueprint(routes.bp)

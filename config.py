@@ -93,6 +93,8 @@ def load_config(environ: Mapping[str, str]) -> dict[str, Any]:
         "STREAM_MAX_SECONDS": _number(environ, "STREAM_MAX_SECONDS", 600, 1, 86400),
         "RESPONSE_CACHE_SECONDS": _number(environ, "RESPONSE_CACHE_SECONDS", 1, 0, 60),
         "POST_RATE_LIMIT": _number(environ, "POST_RATE_LIMIT", 30, 0, 100000, int),
+        # Reverse proxies in front whose X-Forwarded-For / -Proto are believed (0: none, a direct client)
+        "TRUSTED_PROXY_HOPS": _number(environ, "TRUSTED_PROXY_HOPS", 0, 0, 5, int),
         "API_KEY": environ.get("API_KEY", "").strip(),
         "REQUIRE_AUTH_FOR_READS": _bool(environ, "REQUIRE_AUTH_FOR_READS", False),
     }

@@ -1,4 +1,5 @@
-"""HTTP policy for every response: security headers, ETag revalidation of GET JSON, POST rate limits.
+"""HTTP policy for every response: security headers, ETag revalidation of GET JSON, POST rate limits,
+and which client address a request comes from behind a reverse proxy.
 
 Rate limits are counted in SQLite, so they hold across every gunicorn worker (an in-memory limiter
 would allow the limit once per worker).
@@ -10,6 +11,7 @@ import sqlite3
 import time
 
 from flask import Flask, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import database
 from errors import ApiError
@@ -78,6 +80,16 @@ def hit(conn: sqlite3.Connection, key: str, window: int) -> int:
         return conn.execute(
             "INSERT INTO rate_limits (key, window, count) VALUES (?, ?, 1)"
             " ON CONFLICT (key, window) DO UPDATE SET count = count + 1 RETURNING count", (key, window)).fetchone()[0]
+
+
+def trust_proxy(app: Flask) -> None:
+    """Behind TRUSTED_PROXY_HOPS reverse proxies, take the client's address and scheme from their
+    X-Forwarded-For / X-Forwarded-Proto (werkzeug's ProxyFix); with 0 (the default) these headers are ignored.
+
+    Install it last: the outermost WSGI layer, so every layer and hook sees the client's address."""
+    hops = app.config["TRUSTED_PROXY_HOPS"]
+    if hops > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_port=0, x_prefix=0)
 
 
 def init_app(app: Flask) -> None:
