@@ -1,7 +1,8 @@
 """Each agent's row as the API shows it (contract.AgentStatus), derived from one orchestrator view."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
+from typing import Optional
 
 from orchestrator_state import OrchestratorState
 
@@ -9,10 +10,10 @@ from orchestrator_state import OrchestratorState
 ERROR_WINDOW = timedelta(days=7)
 
 
-def agent_rows(s: OrchestratorState) -> list[dict]:
-    """Every known agent's row, in natural id order."""
+def agent_rows(s: OrchestratorState, agent_ids: Optional[list[str]] = None) -> list[dict]:
+    """The rows of `agent_ids`, by default of the listed agents (the first MAX_AGENTS, natural id order)."""
     progress = s.progress
-    return [agent_row(s, agent_id, progress) for agent_id in s.agent_ids]
+    return [agent_row(s, agent_id, progress) for agent_id in (s.listed_agent_ids if agent_ids is None else agent_ids)]
 
 
 def agent_row(s: OrchestratorState, agent_id: str, progress: dict) -> dict:
@@ -35,7 +36,7 @@ def agent_row(s: OrchestratorState, agent_id: str, progress: dict) -> dict:
         quality, updated = latest.get("score"), s.iso(latest["timestamp"])
         time_ms, improvement = latest.get("time_ms"), latest.get("improvement")
     elif report is not None:
-        quality, updated = report.get("quality"), s.iso(datetime.combine(report["date"], datetime.min.time()))
+        quality, updated = report.get("quality"), s.day_start_iso(report["date"])
         time_ms, improvement = report.get("processing_ms"), None
     else:
         quality = updated = time_ms = improvement = None

@@ -51,8 +51,10 @@ def trend_direction(values: list[Optional[float]]) -> Optional[str]:
 
 def rank_desc(values: dict[str, Optional[float]]) -> dict[str, Optional[int]]:
     """Competition ranks (1 = highest); equal values share a rank; null values get no rank."""
-    ordered = sorted((v for v in values.values() if v is not None), reverse=True)
-    return {k: (ordered.index(v) + 1 if v is not None else None) for k, v in values.items()}
+    first: dict[float, int] = {}
+    for position, value in enumerate(sorted((v for v in values.values() if v is not None), reverse=True), 1):
+        first.setdefault(value, position)
+    return {k: first.get(v) if v is not None else None for k, v in values.items()}
 
 
 def quality_trends(lead: list[date], days: int, system: dict, agents: dict[str, dict]) -> dict:

@@ -6,6 +6,8 @@ from typing import Any, Mapping
 
 PROJECT_DIR = Path(__file__).resolve().parent
 VERSION = "2.0.0"
+# Agents an answer lists one by one (MAX_AGENTS); the rest are counted and named in a warning.
+DEFAULT_MAX_AGENTS = 1000
 
 # The React dev servers (create-react-app and Vite) on this machine.
 DEV_ORIGINS = "http://localhost:3000,http://127.0.0.1:3000,http://localhost:5173,http://127.0.0.1:5173"
@@ -62,6 +64,7 @@ def load_config(environ: Mapping[str, str]) -> dict[str, Any]:
         "LOG_FILE": _path(environ, "LOG_FILE", PROJECT_DIR / "var" / "dashboard.log")
         if environ.get("LOG_FILE", None) != "" else None,
         "QUALITY_THRESHOLD": _number(environ, "QUALITY_THRESHOLD", 7.0, 0, 10),
+        "MAX_AGENTS": _number(environ, "MAX_AGENTS", DEFAULT_MAX_AGENTS, 1, 1_000_000, int),
         "HEALTH_DISK_PATH": environ.get("HEALTH_DISK_PATH", "/").strip() or "/",
         "MAX_CONTENT_LENGTH": _number(environ, "MAX_CONTENT_LENGTH", 1024 * 1024, 1024, 100 * 1024 * 1024, int),
         # Persistence and alerts

@@ -34,6 +34,7 @@ class Ingester(LeaderLoop):
         self.root = config["ORCHESTRATOR_PATH"]
         self.tz = orchestrator_zone(config.get("ORCHESTRATOR_TIMEZONE", ""))
         self.threshold = float(config["QUALITY_THRESHOLD"])
+        self.max_agents = config["MAX_AGENTS"]  # alerts are settled for the listed agents only
         self.limits = {k: v for k, v in config.items() if k.startswith("ALERT_")}
         self.disk_path = config["HEALTH_DISK_PATH"]
         self.training = training_control.TrainingController(config)
@@ -44,7 +45,7 @@ class Ingester(LeaderLoop):
         """Close lost sessions, record changed files, settle alerts."""
         self.training.reconcile(conn)
         s = OrchestratorState(self.root, self.tz, now=self.clock(), sessions=self.training.recent_sessions(conn),
-                              cache=self.parse_cache)
+                              cache=self.parse_cache, max_agents=self.max_agents)
         history_store.ingest(conn, s)
         sample = sampler.alert_sample(conn, self.disk_path, s.now_utc)
         events.sync_alerts(conn, alert_rules.current_alerts(s, agent_rows(s), self.threshold, sample, self.limits))

@@ -24,6 +24,7 @@ import training_control
 import training_progress
 from agent_rows import agent_row, agent_rows
 from analytics import daily_last, natural_key, quality_trends, rank_desc, trend_direction
+from config import DEFAULT_MAX_AGENTS
 from contract import NewProject, Payload
 from data_providers import DataProvider
 from errors import ApiError
@@ -53,6 +54,7 @@ class LocalDataProvider(DataProvider):
         self.tz = orchestrator_zone(config.get("ORCHESTRATOR_TIMEZONE", ""))
         self.tz_name = config.get("ORCHESTRATOR_TIMEZONE") or str(datetime.now().astimezone().tzname())
         self.threshold = float(config.get("QUALITY_THRESHOLD", 7.0))
+        self.max_agents = int(config.get("MAX_AGENTS", DEFAULT_MAX_AGENTS))
         self.disk_path = config.get("HEALTH_DISK_PATH", "/")
         self.training = training_control.TrainingController(config)
         self.alert_limits = {k: v for k, v in config.items() if k.startswith("ALERT_")}
@@ -60,7 +62,8 @@ class LocalDataProvider(DataProvider):
         # What the files hold, parsed, with the store version and day it was read at (see state()).
         self._files: tuple = (None, None, [])
         self.parse_cache = ParseCache()  # each file's parse, kept while the file is unchanged
-        self._reads = VersionedMemo()  # database reads, kept while the database is unchanged
+        # Database reads, kept while the database is unchanged: room for a few windows of each listed agent.
+        self._reads = VersionedMemo(max_entries=256 + 4 * self.max_agents)
         # What "now" is for every calendar decision of a request (tests set a fixed instant).
         self.clock: Callable[[], datetime] = wall_clock
 
@@ -75,7 +78,8 @@ class LocalDataProvider(DataProvider):
             files = OrchestratorFiles(self.root, metrics, self.parse_cache)
             self._files = (key, files, warnings)
         sessions = self._from_db(None, self.training.recent_sessions, key="sessions") or []
-        state = OrchestratorState(self.root, self.tz, now=now, sessions=sessions, files=files)
+        state = OrchestratorState(self.root, self.tz, now=now, sessions=sessions, files=files,
+                                  max_agents=self.max_agents)
         state.store_version = key[0]  # one database version for the whole request
         state.warnings.extend(warnings)
         if not state.root_exists:
@@ -144,10 +148,14 @@ class LocalDataProvider(DataProvider):
         s.warnings.append(f"{DB_WARNING} ({err}); showing only what the orchestrator's files still hold")
 
     def _history_agents(self, s: OrchestratorState, first_day: date) -> list[str]:
-        """Agents the files name now, plus those the database holds quality for since `first_day`."""
+        """Agents the files name now, plus those the database holds quality for since `first_day`: the
+        first MAX_AGENTS of them in natural id order."""
         since = s.iso(datetime.combine(first_day, datetime.min.time()))
-        stored = self._from_db(s, lambda db: history_reads.quality_agents(db, since), key=("agents", since)) or set()
-        return sorted(set(s.agent_ids) | {a for a in stored if data_loader.AGENT_ID_RE.match(a)}, key=natural_key)
+
+        def known() -> list[str]:  # the files' view lives only while the database is unchanged too
+            stored = self._from_db(s, lambda db: history_reads.quality_agents(db, since)) or set()
+            return sorted(set(s.agent_ids) | {a for a in stored if data_loader.AGENT_ID_RE.match(a)}, key=natural_key)
+        return s.capped(self._derived(s, ("history_agents", since), known))
 
     def _window(self, s: OrchestratorState, days: int) -> list[date]:
         today = s.now.date()
@@ -184,7 +192,8 @@ class LocalDataProvider(DataProvider):
 
     def quick_stats(self) -> Payload:
         s = self.state()
-        rows = agent_rows(s)
+        rows = agent_rows(s, s.agent_ids)  # the counts are over every agent, listed or not
+        listed = rows[:len(s.listed_agent_ids)]
         cutoff = s.iso(s.now_utc - timedelta(hours=24))  # real hours, also on a 23- or 25-hour day
         errors = sum(1 for e in self._merged_events(s, 1000, ("ERROR", "CRITICAL")) if e["timestamp"] >= cutoff)
         data = {
@@ -193,7 +202,7 @@ class LocalDataProvider(DataProvider):
             "overall_quality": self._overall_quality(s),
             "last_training": s.iso(s.result.get("timestamp")),
             "training_running": s.progress["running"],
-            "active_alerts": len(self._active_alerts(s, rows)),
+            "active_alerts": len(self._active_alerts(s, listed)),
             "errors_24h": errors,
         }
         return Payload(data, s.warnings)
@@ -221,7 +230,8 @@ class LocalDataProvider(DataProvider):
 
     def agents_health(self) -> Payload:
         s = self.state()
-        rows = agent_rows(s)
+        rows = agent_rows(s, s.agent_ids)  # the counts are over every agent, the list of ids over the listed
+        listed = set(s.listed_agent_ids)
         by_status = {k: sum(1 for r in rows if r["status"] == k) for k in ("online", "offline", "training", "error")}
         below = [r["id"] for r in rows if r["quality_score"] is not None and r["quality_score"] < self.threshold]
         scores = [r["quality_score"] for r in rows if r["quality_score"] is not None]
@@ -232,7 +242,7 @@ class LocalDataProvider(DataProvider):
         else:
             overall = "healthy"
         data = {"overall_status": overall, "total": len(rows), "by_status": by_status,
-                "quality_threshold": self.threshold, "below_threshold": below,
+                "quality_threshold": self.threshold, "below_threshold": [i for i in below if i in listed],
                 "average_quality": round(sum(scores) / len(scores), 2) if scores else None}
         return Payload(data, s.warnings)
 
@@ -333,11 +343,11 @@ class LocalDataProvider(DataProvider):
 
     def metrics_comparison(self) -> Payload:
         s = self.state()
-        rows = agent_rows(s)
+        rows = agent_rows(s, s.agent_ids)  # ranked among every agent; the listed ones shown
         ranks = rank_desc({r["id"]: r["quality_score"] for r in rows})
         table = [{"id": r["id"], "name": r["name"], "quality_score": r["quality_score"],
                   "processing_time_ms": r["processing_time_ms"], "improvement": r["improvement"],
-                  "rank": ranks[r["id"]]} for r in rows]
+                  "rank": ranks[r["id"]]} for r in rows[:len(s.listed_agent_ids)]]
         table.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0, natural_key(r["id"])))
         return Payload(table, s.warnings)
 

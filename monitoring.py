@@ -82,7 +82,8 @@ class DashboardCollector:
         if finished:
             last.add_metric([finished[0]["status"]], 1.0)
         yield last
-        quality = GaugeMetricFamily("dashboard_agent_quality_score", "Latest quality score (0-10) of each agent",
+        quality = GaugeMetricFamily("dashboard_agent_quality_score",
+                                    "Latest quality score (0-10) of each listed agent (the first MAX_AGENTS)",
                                     labels=["agent"])
         for agent in agents:
             if agent.get("quality_score") is not None:

@@ -7,7 +7,7 @@ met is added to `warnings`, so a response can say what it could not read.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,6 +16,7 @@ from typing import Iterable, Optional
 from croniter import CroniterBadDateError, croniter
 
 import data_loader as dl
+from config import DEFAULT_MAX_AGENTS
 from orchestrator_files import LOG_WINDOW_EVENTS, OrchestratorFiles
 from parse_cache import ParseCache
 
@@ -23,6 +24,8 @@ SYSTEM_KEY = "system_overall_quality"
 DEFAULT_RUN_TIMEOUT = 1800.0
 # A dashboard session starts a moment before the log shows its run (both clocks are this host's).
 SESSION_SKEW = timedelta(seconds=2)
+# Ids of the agents left out by MAX_AGENTS that its warning names.
+CAP_WARNING_IDS = 5
 
 
 def _parse_utc(text: Optional[str]) -> Optional[datetime]:
@@ -81,8 +84,9 @@ class OrchestratorState:
 
     def __init__(self, root: Path, tz: tzinfo, now: Optional[datetime] = None, sessions: Iterable[dict] = (),
                  recorded_metrics: Optional[dict] = None, files: Optional[OrchestratorFiles] = None,
-                 cache: Optional[ParseCache] = None):
+                 cache: Optional[ParseCache] = None, max_agents: int = DEFAULT_MAX_AGENTS):
         self.root = Path(root)
+        self.max_agents = max_agents  # agents listed one by one in an answer (MAX_AGENTS)
         self.tz = tz
         self.files = files or OrchestratorFiles(self.root, recorded_metrics, cache)
         # The newest dashboard training sessions (TrainingController.recent_sessions), newest first: a run
@@ -93,6 +97,7 @@ class OrchestratorState:
         self.warnings: list[str] = []
         self._used: set[str] = set()
         self.store_version = None  # the database version this request reads at (set by the provider)
+        self._day_starts: dict[date, Optional[str]] = {}
 
     # --- reading (the files' sources, each adding its problems to this request's warnings once) ---
 
@@ -107,6 +112,13 @@ class OrchestratorState:
         """A naive orchestrator-local time as ISO 8601 UTC with Z."""
         return dl.to_utc_iso(dt, self.tz)
 
+    def day_start_iso(self, day: date) -> Optional[str]:
+        """The local midnight starting `day` as ISO 8601 UTC (once per day and request: every agent of a
+        report shares its date)."""
+        if day not in self._day_starts:
+            self._day_starts[day] = self.iso(datetime.combine(day, datetime.min.time()))
+        return self._day_starts[day]
+
     @property
     def root_exists(self) -> bool:
         return self.root.is_dir()
@@ -115,11 +127,12 @@ class OrchestratorState:
     def recorded_metrics(self) -> Optional[dict]:
         return self.files.recorded_metrics
 
-    config = property(lambda self: self._source("config"))
+    # Kept on the view for the request (the files' view does not change under it): read once per agent.
+    config = cached_property(lambda self: self._source("config"))
     result = property(lambda self: self._source("result"))
-    metrics = property(lambda self: self._source("metrics") if self.files.recorded_metrics is None
-                       else self.files.recorded_metrics)
-    modules = property(lambda self: self._source("modules"))
+    metrics = cached_property(lambda self: self._source("metrics") if self.files.recorded_metrics is None
+                              else self.files.recorded_metrics)
+    modules = cached_property(lambda self: self._source("modules"))
     report_files = property(lambda self: self._source("report_files"),
                             doc="[(date, path)] of every daily report on disk, oldest first (listed, not read).")
     reports = property(lambda self: self._source("reports"),
@@ -138,12 +151,29 @@ class OrchestratorState:
 
     # --- agents ---
 
+    @property
+    def listed_agent_ids(self) -> list[str]:
+        """The agents an answer lists one by one: the first `max_agents` of agent_ids (natural id order),
+        with a warning naming the rest when there are more."""
+        return self.capped(self.agent_ids)
+
+    def capped(self, agent_ids: list[str]) -> list[str]:
+        """The first `max_agents` of `agent_ids` (naturally sorted); a warning names those left out."""
+        if len(agent_ids) <= self.max_agents:
+            return agent_ids
+        dropped = agent_ids[self.max_agents:]
+        more = f" and {len(dropped) - CAP_WARNING_IDS} more" if len(dropped) > CAP_WARNING_IDS else ""
+        warning = (f"agents: {len(agent_ids)} known, only the first {self.max_agents} in id order are listed "
+                   f"(MAX_AGENTS={self.max_agents}); left out: {', '.join(dropped[:CAP_WARNING_IDS])}{more}")
+        if warning not in self.warnings:
+            self.warnings.append(warning)
+        return agent_ids[:self.max_agents]
+
     def agent_name(self, agent_id: str) -> str:
         """Display name: the newest report's, else the module title, else the id."""
-        for report in reversed(self.reports):
-            for agent in report["agents"]:
-                if agent["id"] == agent_id and agent.get("name"):
-                    return agent["name"]
+        entry = self._report_agents.get(agent_id)
+        if entry is not None and entry["name"]:
+            return entry["name"]
         title = self.modules.get(agent_id, {}).get("title")
         return title or agent_id
 
@@ -153,27 +183,51 @@ class OrchestratorState:
 
     def report_quality(self, agent_id: Optional[str]) -> dict:
         """{date: score} from the daily reports, for the days the metrics file lacks."""
-        days = {}
-        for report in self.reports:
-            if agent_id is None:
-                days[report["date"]] = report.get("system_quality")
-            else:
-                for agent in report["agents"]:
-                    if agent["id"] == agent_id and agent.get("quality") is not None:
-                        days[report["date"]] = agent["quality"]
-        return days
+        if agent_id is None:
+            return {report["date"]: report.get("system_quality") for report in self.reports}
+        entry = self._report_agents.get(agent_id)
+        return dict(entry["quality"]) if entry is not None else {}
 
     def latest_report_agent(self, agent_id: str) -> Optional[dict]:
         """The agent's section in the newest report that mentions it."""
-        for report in reversed(self.reports):
-            for agent in report["agents"]:
-                if agent["id"] == agent_id:
-                    return dict(agent, date=report["date"])
-        return None
+        entry = self._report_agents.get(agent_id)
+        if entry is None:
+            return None
+        day, section = entry["latest"]
+        return dict(section, date=day)
 
     def attempts(self, agent_id: str) -> list[dict]:
-        """The agent's training attempts from `success_rate`, oldest first."""
-        return [p for p in self.metrics.get("success_rate", []) if p.get("agent") == agent_id]
+        """The agent's training attempts from `success_rate`, oldest first (shared: do not change it)."""
+        return self._attempts.get(agent_id, [])
+
+    @cached_property
+    def _attempts(self) -> dict[str, list[dict]]:
+        return self.memo("attempts", self._attempts_by_agent)
+
+    def _attempts_by_agent(self) -> dict[str, list[dict]]:
+        by_agent: dict[str, list[dict]] = {}
+        for point in self.metrics.get("success_rate", []):
+            by_agent.setdefault(point.get("agent"), []).append(point)
+        return by_agent
+
+    @cached_property
+    def _report_agents(self) -> dict[str, dict]:
+        """{agent_id: {"name", "latest": (date, section), "quality": {date: score}}} over the reports."""
+        return self.memo("report_agents", self._index_report_agents)
+
+    def _index_report_agents(self) -> dict[str, dict]:
+        index: dict[str, dict] = {}
+        for report in self.reports:  # oldest first: a newer report's word replaces an older one's
+            first = set()
+            for agent in report["agents"]:
+                entry = index.setdefault(agent["id"], {"name": None, "latest": None, "quality": {}})
+                if agent["id"] not in first:  # an agent named twice in one report: its first section counts
+                    first.add(agent["id"])
+                    entry["latest"] = (report["date"], agent)
+                    entry["name"] = agent.get("name") or entry["name"]
+                if agent.get("quality") is not None:
+                    entry["quality"][report["date"]] = agent["quality"]
+        return index
 
     # --- runs ---
 
