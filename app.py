@@ -90,9 +90,11 @@ def create_app(test_config: dict | None = None) -> Flask:
         settings = {**load_config({}), **test_config}
     app = Flask(__name__)
     # Paths are matched as sent: "//" is no route (a 404, not a redirect to the merged path), and an
-    # <int:...> part takes ASCII digits only. Set before the blueprints add their rules.
+    # <int:...> part takes ASCII digits only; a <project:...> part is never the route beside it (`create`).
+    # Set before the blueprints add their rules.
     app.url_map.merge_slashes = False
     app.url_map.converters["int"] = validation.AsciiIntegerConverter
+    app.url_map.converters["project"] = validation.ProjectIdConverter
     app.config.from_mapping(settings)
     app.json.sort_keys = False
     configure_logging(app)

@@ -38,6 +38,13 @@ def unauthorized(message: str, challenge: str):
     return response
 
 
+def key_required(config, method: str, path: str) -> bool:
+    """Whether `method` on `path` needs the API key under `config` (never when API_KEY is not set)."""
+    if not config.get("API_KEY") or not (path == "/api" or path.startswith("/api/")) or method == "OPTIONS":
+        return False
+    return method not in READ_METHODS or (bool(config.get("REQUIRE_AUTH_FOR_READS")) and path not in OPEN_READS)
+
+
 def read_check(app: Flask) -> Callable[[str, str], bool]:
     """For a GET path and its Authorization header: whether the key check lets the read through."""
     key = app.config.get("API_KEY") or ""
@@ -66,10 +73,9 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def require_api_key():
-        path = request.path
-        if not (path == "/api" or path.startswith("/api/")) or request.method == "OPTIONS":
+        if request.routing_exception is not None:  # no such path or method: its 404 or 405 says more than a 401
             return None
-        if request.method in READ_METHODS and (not reads or path in OPEN_READS):
+        if not key_required(app.config, request.method, request.path):
             return None
         supplied = bearer_token(request.headers.get("Authorization", ""))
         if supplied is None:

@@ -15,7 +15,8 @@ bind = f"{_settings['HOST']}:{_settings['PORT']}"
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 # Threads, not sync workers: an open /api/stream holds a thread, and a sync worker would be killed
 # by `timeout` mid-stream. STREAM_MAX_CLIENTS keeps threads free for REST calls.
-worker_class = "gthread"
+# gunicorn_worker.JsonErrorWorker is gthread whose own refusals (414, 431, 400) are JSON like the app's errors.
+worker_class = "gunicorn_worker.JsonErrorWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = 30  # under gthread, a heartbeat check of the worker, not a limit per request
 graceful_timeout = 20  # stopping: requests in flight get this long; open streams end at once (below)

@@ -5,7 +5,8 @@ The document is generated at request time, never written by hand:
   summaries from the views' docstrings (as /api/endpoints does);
 - response and request-body schemas from contract.py, through pydantic's JSON Schema (the same models
   the cloud provider checks upstream answers against and the tests hold the local provider to);
-- the error answers from the rules of errors.py, auth.py, hardening.py and database.py (see `_errors`).
+- the error answers from the rules of errors.py, auth.py (and the key settings), hardening.py, database.py and
+  gunicorn_worker.py (see `_errors`).
 
 What neither the url_map nor contract.py can tell (which view reads which query parameter, which view
 answers 201/202 or another media type) is in the small tables below, keyed by view name;
@@ -104,13 +105,37 @@ def _export_content() -> dict:
             "application/x-ndjson": {"schema": {"type": "string", "description": "one LogEvent JSON per line"}}}
 
 
+# The stream's events: event name -> the contract.RESPONSES answer its `data` is (or the LogEvent model).
+STREAM_EVENTS = {"training": "training_status", "health": "system_health", "alert": "system_alerts",
+                 "log": "LogEvent"}
+
+
+def _stream_content() -> dict:
+    """text/event-stream, whose `schema` is one event as an SSE client parses it (OpenAPI 3.1 has no
+    `itemSchema`; schemathesis reads a 3.1 stream's `schema` so): `event` names it, `data` is JSON."""
+    data = contract_schemas()[0]
+    events = [{"properties": {"event": {"const": event}, "data": {
+        "contentMediaType": "application/json", "contentSchema": data[shape]}}} for event, shape in STREAM_EVENTS.items()]
+    return {"text/event-stream": {"schema": {
+        "type": "object", "title": "ServerSentEvent", "required": ["event", "data"],
+        "description": "One Server-Sent Event; the body is a stream of them, not one JSON value. `training`: the "
+                       "training status (as /api/training/status), sent first and on each change; `health`: a "
+                       "host health reading (as /api/system/health) every STREAM_HEALTH_SECONDS; `alert`: the "
+                       "active alerts (as /api/system/alerts), first and on each change; `log`: each new log "
+                       "event. Between events: `retry: 3000` first, `: ping` comments every "
+                       "STREAM_HEARTBEAT_SECONDS. The stream ends after STREAM_MAX_SECONDS (browsers reconnect).",
+        "properties": {"event": {"type": "string", "enum": list(STREAM_EVENTS)},
+                       "data": {"type": "string", "description": "one JSON value, its shape by `event`"}},
+        "oneOf": events}}}
+
+
 SUCCESS = {
     "training_start": {202: "training_start"},
     "training_stop": {200: "training_stop", 202: "training_stop"},
     "create_storyboard_project": {201: "storyboard_project"},
     "metrics_quality": {200: {"application/json": {"schema": {"$ref": REF.format(model="MetricsQuality")}}}},
     "export_logs": {200: _export_content()},
-    "stream": {200: {"text/event-stream": {"schema": {"type": "string"}}}},
+    "stream": {200: _stream_content},
     "openapi_json": {200: {"application/json": {"schema": {"type": "object", "description": "this document"}}}},
     "api_docs": {200: HTML},
     "index": {200: HTML},
@@ -127,13 +152,18 @@ CONFLICTS = frozenset({"training_start", "training_stop"})
 ERRORS = {
     304: "Not Modified: the `If-None-Match` ETag matches (no body)",
     400: "A bad query parameter, path id or body; the message names it",
-    401: "Missing or wrong API key (only when the server sets API_KEY; reads only with REQUIRE_AUTH_FOR_READS)",
+    401: "Missing or wrong API key (`Authorization: Bearer <API_KEY>`)",
     404: "Unknown id",
+    405: "A path id that is the route beside it (e.g. `create`): that route's methods only (`Allow`)",
     409: "A training conflict: a run is going (`session_id` the running session, null when the dashboard did not "
          "start it) or, for stop, none is",
     413: "Request body larger than MAX_CONTENT_LENGTH",
+    414: "Under gunicorn: the request line (method, path and query) is longer than its limit_request_line "
+         "(gunicorn.conf.py)",
     415: "Request body is not JSON",
     429: "Too many POSTs to this endpoint this minute (`Retry-After`, `retry_after_seconds`)",
+    431: "Under gunicorn: more header fields than its limit_request_fields, or one longer than "
+         "limit_request_field_size (gunicorn.conf.py)",
     502: "Cloud mode: the upstream failed, rejected the key or answered a wrong shape",
     503: "The database is unusable; in cloud mode, the upstream's circuit breaker is open (`Retry-After`); for "
          "the stream, too many streams are open",
@@ -150,11 +180,16 @@ def openapi_path(rule: str) -> str:
     return _RULE_ARG.sub(lambda m: "{" + m["name"] + "}", rule)
 
 
-def _path_params(rule: str) -> list[dict]:
+def _path_params(rule: str, converters: dict) -> list[dict]:
     params = []
     for match in _RULE_ARG.finditer(rule):
         converter = match["converter"] or "default"
-        if converter == "int":
+        reserved = getattr(converters.get(converter), "reserved", ())  # words that are routes of their own
+        if reserved:
+            schema = {"type": "string", "pattern": ID_RE.pattern, "not": {"enum": list(reserved)}}
+            description = f"an id matching `{ID_RE.pattern}` (not `.` or `..`), other than " + \
+                ", ".join(f"`{word}`" for word in reserved)
+        elif converter == "int":
             schema = {"type": "integer", "minimum": 0, "maximum": SQLITE_MAX_INT}
             description = "a non-negative integer"
         elif converter == "float":
@@ -203,7 +238,7 @@ def _success(view: str, method: str, path: str) -> dict:
     table = SUCCESS.get(view) or ({200: view} if view in contract.RESPONSES else {200: {"*/*": {}}})
     responses = {}
     for status, spec in table.items():
-        content = _json(spec) if isinstance(spec, str) else spec
+        content = _json(spec) if isinstance(spec, str) else spec() if callable(spec) else spec
         response: dict = {"description": SUCCESS_TEXT.get(status, "OK"), "content": content}
         if isinstance(spec, str) and typing.get_origin(contract.RESPONSES[spec]) is list:
             response["headers"] = {"X-Data-Warnings": {
@@ -218,16 +253,18 @@ def _success(view: str, method: str, path: str) -> dict:
 
 
 def _errors(view: str, blueprint: str, method: str, path: str, params: list[dict], body: bool,
-            json_ok: bool) -> list[int]:
+            json_ok: bool, keyed: bool) -> list[int]:
     """The other statuses a view can answer, from the app's rules (auth.py, hardening.py, errors.py, database.py)."""
     api = path.startswith("/api/")
-    codes = set()
+    codes = {414, 431}  # gunicorn's own refusals, any path (gunicorn_worker.py)
     if any(p["in"] == "query" or p["schema"].get("type") == "string" for p in params) or body:
         codes.add(400)
-    if api and (method == "post" or path not in auth.OPEN_READS):
+    if keyed:
         codes.add(401)
     if any(p["in"] == "path" for p in params):
         codes.add(404)
+    if any("not" in p["schema"] for p in params if p["in"] == "path"):
+        codes.add(405)
     if view in CONFLICTS:
         codes.add(409)
     if body:
@@ -243,11 +280,11 @@ def _errors(view: str, blueprint: str, method: str, path: str, params: list[dict
     return sorted(codes)
 
 
-def _operation(rule, view_func, method: str) -> dict:
+def _operation(rule, view_func, method: str, config) -> dict:
     blueprint, _, view = rule.endpoint.rpartition(".")
     path = openapi_path(rule.rule)
     doc = (view_func.__doc__ or "").strip().splitlines()
-    params = _path_params(rule.rule) + list(QUERY.get(view, ()))
+    params = _path_params(rule.rule, rule.map.converters) + list(QUERY.get(view, ()))
     body = BODIES.get(view) if method == "post" else None
     segments = path.strip("/").split("/")
     tag = segments[1] if path.startswith("/api/") and len(segments) > 2 else (
@@ -261,15 +298,12 @@ def _operation(rule, view_func, method: str) -> dict:
         model, required = body
         operation["requestBody"] = {"required": required, "content": {
             "application/json": {"schema": contract_schemas()[0][model.__name__]}}}
-    if path.startswith("/api/"):
-        # POSTs need the key whenever API_KEY is set; reads only with REQUIRE_AUTH_FOR_READS (never /api/status).
-        if method == "post":
-            operation["security"] = [{"bearerAuth": []}]
-        elif path not in auth.OPEN_READS:
-            operation["security"] = [{}, {"bearerAuth": []}]
+    keyed = auth.key_required(config, method.upper(), path)  # never without API_KEY: then nothing needs a key
+    if keyed:
+        operation["security"] = [{"bearerAuth": []}]
     responses = _success(view, method, path)
     json_ok = "application/json" in responses.get("200", {}).get("content", {}) and view != "export_logs"
-    for code in _errors(view, blueprint, method, path, params, body is not None, json_ok):
+    for code in _errors(view, blueprint, method, path, params, body is not None, json_ok, keyed):
         if code == 304:
             responses["304"] = {"description": ERRORS[304]}
             continue
@@ -277,6 +311,8 @@ def _operation(rule, view_func, method: str) -> dict:
                     "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}}}
         if code == 401:
             response["headers"] = {"WWW-Authenticate": {"description": "Bearer", **STRING}}
+        if code == 405:
+            response["headers"] = {"Allow": {"description": "the methods of that route", **STRING}}
         if code == 429:
             response["headers"] = {"Retry-After": {"description": "seconds", **STRING}}
         responses.setdefault(str(code), response)
@@ -290,13 +326,13 @@ def routes(app) -> list:
 
 
 def document(app) -> dict:
-    """The OpenAPI 3.1 document of `app` as it is now: every route, every contract shape."""
+    """The OpenAPI 3.1 document of `app` as it is now: every route, every contract shape, the key its settings need."""
     paths: dict[str, dict] = {}
     for rule in routes(app):
         item = paths.setdefault(openapi_path(rule.rule), {})
         for method in sorted(m.lower() for m in rule.methods or ()):
             if method in METHODS:
-                item[method] = _operation(rule, app.view_functions[rule.endpoint], method)
+                item[method] = _operation(rule, app.view_functions[rule.endpoint], method, app.config)
     operations = [(path, method, op) for path, item in paths.items() for method, op in item.items()]
     ids = [op["operationId"] for _, _, op in operations]
     for path, method, op in operations:
@@ -311,18 +347,26 @@ def document(app) -> dict:
                 "The dashboard of an ML agent-training orchestrator: one JSON contract (contract.py) whether the "
                 "data comes from the orchestrator's files or from a cloud instance of this API. Errors are "
                 "`{\"error\", \"status\"}`; times are ISO 8601 UTC with `Z`; object answers carry `warnings`, "
-                "list answers carry them in the `X-Data-Warnings` header. The API key (bearer) applies only when "
-                "the server sets API_KEY: then every POST needs it, and with REQUIRE_AUTH_FOR_READS every read "
-                "but /api/status too. This document is generated from the running server's routes."),
+                "list answers carry them in the `X-Data-Warnings` header. " + _key_text(app.config)
+                + " This document is generated from the running server's routes and settings."),
         },
         "paths": paths,
         "components": {
             "schemas": dict(sorted(contract_schemas()[1].items())),
-            "securitySchemes": {"bearerAuth": {
+            **({"securitySchemes": {"bearerAuth": {
                 "type": "http", "scheme": "bearer",
-                "description": "`Authorization: Bearer <API_KEY>`; enforced only when the server sets API_KEY."}},
+                "description": "`Authorization: Bearer <API_KEY>`, on the operations that list it."}}}
+               if app.config.get("API_KEY") else {}),
         },
     })
+
+
+def _key_text(config) -> str:
+    if not config.get("API_KEY"):
+        return "This server sets no API key: no request needs one."
+    if config.get("REQUIRE_AUTH_FOR_READS"):
+        return "This server sets an API key: every request under /api/ but GET /api/status needs it (bearer)."
+    return "This server sets an API key: every POST needs it (bearer); reads are open."
 
 
 @bp.get("/openapi.json")

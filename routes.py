@@ -228,7 +228,7 @@ def storyboard_projects():
     return respond(provider().storyboard_projects(limit_arg(PROJECTS_PAGE), int_arg("offset", 0, 0, MAX_OFFSET)))
 
 
-@bp.get("/storyboard/project/<project_id>")
+@bp.get("/storyboard/project/<project:project_id>")
 def storyboard_project(project_id):
     """One project with its scenes."""
     return respond(provider().storyboard_project(check_id(project_id, "project_id")))

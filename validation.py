@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from flask import request
-from werkzeug.routing import IntegerConverter
+from werkzeug.routing import BaseConverter, IntegerConverter
 
 from errors import ApiError
 
@@ -61,3 +61,14 @@ class AsciiIntegerConverter(IntegerConverter):
     """`<int:...>` path parts of ASCII digits only (Werkzeug's own takes any Unicode digit: U+0661 as 1)."""
 
     regex = r"[0-9]+"
+
+
+class ProjectIdConverter(BaseConverter):
+    """`<project:...>`: one path segment other than `create`, the path of the POST route beside it.
+
+    So `/api/storyboard/project/create` is never the project `create`: a GET there is a 405 and its
+    OPTIONS allows POST only. The id itself is checked by check_id (a 400 naming it).
+    """
+
+    reserved = ("create",)
+    regex = r"(?!(?:%s)\Z)[^/]+" % "|".join(re.escape(word) for word in reserved)

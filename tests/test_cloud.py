@@ -277,6 +277,10 @@ def test_every_get_endpoint_answers_the_same_through_the_cloud_provider(stack):
         if url == "/api/docs":  # the API reference page (HTML), served by each instance itself
             assert rb.text == ra.text, url
             continue
+        if url == "/api/openapi.json":  # each instance's own document: the same routes, its own key settings
+            assert rb.json()["paths"].keys() == ra.json()["paths"].keys()
+            assert "securitySchemes" in ra.json()["components"] and "securitySchemes" not in rb.json()["components"]
+            continue
         if url.startswith("/api/logs/export"):
             assert rb.text == ra.text and len(ra.text) > 100, url
             assert rb.headers["Content-Disposition"] == ra.headers["Content-Disposition"]

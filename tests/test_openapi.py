@@ -3,6 +3,7 @@ with /api/endpoints and with what the app really answers (schemathesis against t
 endpoint's real JSON validated against the document's schema for it)."""
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -12,11 +13,15 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
     content_type_conformance,
+    ignored_auth,
     negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 
 import openapi
@@ -51,8 +56,6 @@ def test_document_is_openapi_3_1_with_the_contract_models(doc):
     assert schemas["AgentStatusRow"]["additionalProperties"] is False
     assert set(schemas["AgentStatusRow"]["required"]) == set(schemas["AgentStatusRow"]["properties"])
     assert schemas["Error"]["required"] == ["error", "status"] and schemas["Error"]["additionalProperties"] is True
-    bearer = doc["components"]["securitySchemes"]["bearerAuth"]
-    assert (bearer["type"], bearer["scheme"]) == ("http", "bearer") and "only when the server sets API_KEY" in bearer["description"]
 
 
 def test_the_schemas_are_the_contracts(doc):
@@ -115,8 +118,7 @@ def test_operations_summaries_parameters_bodies_and_responses(doc):
     assert create["requestBody"]["required"] is True
     assert create["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/NewProject"}
     assert create["responses"]["201"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Project"}
-    assert create["security"] == [{"bearerAuth": []}]
-    assert {"400", "401", "413", "415", "429"} <= set(create["responses"])
+    assert {"400", "413", "415", "429"} <= set(create["responses"])
     start = operation(doc, "/api/training/start", "post")
     assert start["requestBody"]["required"] is False
     assert {"202", "409"} <= set(start["responses"]) and "200" not in start["responses"]
@@ -124,14 +126,12 @@ def test_operations_summaries_parameters_bodies_and_responses(doc):
 
     export = operation(doc, "/api/logs/export")["responses"]["200"]["content"]
     assert set(export) == {"application/json", "text/csv", "application/x-ndjson"}
-    assert operation(doc, "/api/stream")["responses"]["200"]["content"] == {"text/event-stream": {"schema": {"type": "string"}}}
+    (stream,) = operation(doc, "/api/stream")["responses"]["200"]["content"].items()
+    assert stream[0] == "text/event-stream" and stream[1]["schema"]["title"] == "ServerSentEvent"
     quality = doc["components"]["schemas"]["MetricsQuality"]
     assert quality["properties"]["timestamps"]["type"] == "array"
     assert quality["additionalProperties"] == {"items": {"anyOf": [{"type": "number"}, {"type": "null"}]}, "type": "array"}
 
-    # reads are open unless REQUIRE_AUTH_FOR_READS; /api/status never needs the key
-    assert operation(doc, "/api/status").get("security") is None and "401" not in operation(doc, "/api/status")["responses"]
-    assert operation(doc, "/api/agents/status")["security"] == [{}, {"bearerAuth": []}]
     for path in ("/metrics", "/healthz", "/readyz"):
         assert path in doc["paths"]
 
@@ -163,6 +163,69 @@ def test_routes_added_later_appear(make_app, orchestrator):
 def test_openapi_path_conversion():
     assert openapi.openapi_path("/api/training/session/<int:session_id>") == "/api/training/session/{session_id}"
     assert openapi.openapi_path("/a/<name>/<int(min=1):n>/<path:rest>") == "/a/{name}/{n}/{rest}"
+
+
+# --- the key: declared exactly where the server asks for it ---
+
+KEY = "openapi-test-key-0123456789"
+KEY_SETTINGS = {"no key": {}, "key for writes": {"API_KEY": KEY},
+                "key for everything": {"API_KEY": KEY, "REQUIRE_AUTH_FOR_READS": True}}
+
+
+def concrete(path: str, item: dict) -> str:
+    """A URL of a document path: integer path parameters 1, string ones `p1`."""
+    types = {p["name"]: p["schema"]["type"] for op in item.values() for p in op.get("parameters", [])
+             if p["in"] == "path"}
+    return re.sub(r"{([^}]+)}", lambda m: "1" if types.get(m[1]) == "integer" else "p1", path)
+
+
+# plan T37
+@pytest.mark.parametrize("key_settings", KEY_SETTINGS.values(), ids=list(KEY_SETTINGS))
+def test_the_key_is_declared_exactly_where_a_request_without_it_is_refused(make_app, orchestrator, key_settings):
+    app = make_app(orchestrator(days=0), **key_settings)
+    client = app.test_client()
+    doc = client.get("/api/openapi.json", headers={"Authorization": f"Bearer {KEY}"}).get_json()
+    assert ("securitySchemes" in doc["components"]) == ("API_KEY" in key_settings)
+    declared = set()
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            needs_key = "security" in op
+            assert needs_key == ("401" in op["responses"]), (method, path)
+            if needs_key:
+                assert op["security"] == [{"bearerAuth": []}], (method, path)
+                declared.add((method, path))
+            elif (method, path) in {("get", "/api/stream"), ("post", "/api/training/start")}:
+                continue  # would open a never-ending stream, start a real run
+            status = client.open(concrete(path, item), method=method.upper()).status_code
+            assert (status == 401) == needs_key, (method, path, status)
+    posts = {(m, p) for p, item in doc["paths"].items() for m in item if m == "post"}
+    reads = {(m, p) for p, item in doc["paths"].items() for m in item if m == "get" and p.startswith("/api/")}
+    expected = {"no key": set(), "key for writes": posts,
+                "key for everything": posts | reads - {("get", "/api/status")}}
+    assert declared == expected[next(k for k, v in KEY_SETTINGS.items() if v == key_settings)]
+
+
+# --- OPTIONS: every path allows the methods it has, and only those ---
+
+# plan T37
+def test_every_paths_allow_header_lists_exactly_its_documented_methods(app, client, doc):
+    """OPTIONS answers the methods the document lists for the path (and HEAD with GET, and OPTIONS); a
+    method the path does not have is a 405 with the same Allow, never another route's answer."""
+    for path, item in doc["paths"].items():
+        url = concrete(path, item)
+        documented = {m.upper() for m in item} | {"OPTIONS"} | ({"HEAD"} if "get" in item else set())
+        allow = client.options(url).headers["Allow"]
+        assert set(allow.split(", ")) == documented, (url, allow)
+        for method in {"GET", "POST"} - documented:
+            response = client.open(url, method=method)
+            assert response.status_code == 405, (method, url, response.status_code)
+            assert set(response.headers["Allow"].split(", ")) == documented, (method, url)
+    created = client.get("/api/storyboard/project/create")  # the route beside a project's: not a project
+    assert created.status_code == 405 and created.get_json()["error"].startswith("method GET not allowed")
+    # the route table says the same: the URL of each rule allows that rule's methods
+    for rule in app.url_map.iter_rules():
+        url = re.sub(r"<int:[^>]+>", "1", re.sub(r"<(?!int:)[^>]+>", "p1", rule.rule))
+        assert set(client.options(url).headers["Allow"].split(", ")) == rule.methods, rule.rule
 
 
 # --- the document agrees with /api/endpoints ---
@@ -292,29 +355,32 @@ def test_docs_page_loads_only_local_assets(client):
 
 # --- schemathesis: generated requests against the WSGI app ---
 
-def _document() -> dict:
-    """The document of an app over an empty folder: the routes and the contract, which is all it depends on."""
+def _document(**config) -> dict:
+    """The document of an app over an empty folder: the routes, the contract and the key settings, which is all
+    it depends on."""
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app({"TESTING": True, "ORCHESTRATOR_PATH": Path(tmp), "DATABASE_PATH": Path(tmp) / "db.sqlite",
-                          "LOG_FILE": None, "HEALTH_SAMPLE_SECONDS": 0, "TRAINING_RUNS_DIR": Path(tmp) / "runs"})
+                          "LOG_FILE": None, "HEALTH_SAMPLE_SECONDS": 0, "TRAINING_RUNS_DIR": Path(tmp) / "runs",
+                          **config})
         return openapi.document(app)
 
 
-# The server runs with API_KEY so that the document's "POSTs need the bearer key" holds: schemathesis sends
-# the key (the security scheme's credentials) and checks that a request without it is refused.
+# The server runs with API_KEY, so that its document says POSTs need the bearer key: schemathesis sends the
+# key (the security scheme's credentials) and checks that a request without it is refused (ignored_auth).
 # Excluded: the stream never ends; training start/stop would launch and kill real runs
 # (tests/test_training_control.py and tests/test_live_run.py cover them).
 # (schemathesis.pytest.from_fixture cannot be used: schemathesis 4.32 reads `request.node._nodeid`, which
 # pytest 9 no longer has; so the document is loaded at import and the fixture's app is passed to each call.)
-API_KEY = "openapi-test-key-0123456789"
-schema = (schemathesis.openapi.from_dict(_document(), config=schemathesis.Config.from_dict(
-              {"auth": {"openapi": {"bearerAuth": {"bearer": API_KEY}}}}))
-          .exclude(path="/api/stream")
-          .exclude(method="POST", path_regex=r"^/api/training/"))
+API_KEY = KEY
+FUZZ_CONFIG = {"auth": {"openapi": {"bearerAuth": {"bearer": API_KEY}}}}
+whole_schema = schemathesis.openapi.from_dict(_document(API_KEY=API_KEY),
+                                              config=schemathesis.Config.from_dict(FUZZ_CONFIG))
+schema = whole_schema.exclude(path="/api/stream").exclude(method="POST", path_regex=r"^/api/training/")
 
 
-def test_the_fuzzed_document_is_the_one_the_app_serves(doc):
-    assert schema.raw_schema == doc
+def test_the_fuzzed_document_is_the_one_the_app_serves(keyed_app):
+    served = keyed_app.test_client().get("/api/openapi.json").get_json()
+    assert schema.raw_schema == served and "securitySchemes" in served["components"]
 
 
 @pytest.fixture
@@ -326,8 +392,38 @@ def keyed_app(make_app, orchestrator):
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_openapi_document(case, keyed_app):
     """Generated requests (valid and invalid) against the app over the example orchestrator's two weeks."""
-    case.call_and_validate(app=keyed_app, checks=[not_a_server_error, status_code_conformance, content_type_conformance,
-                                            response_schema_conformance, negative_data_rejection])
+    case.call_and_validate(app=keyed_app, checks=FUZZ_CHECKS)
+
+
+FUZZ_CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+               negative_data_rejection, ignored_auth, unsupported_method, allow_header_conformance]
+
+
+# --- the event stream: each event is what the document says ---
+
+def _events(body: bytes) -> list[tuple[str, object]]:
+    frames = [f for f in body.decode().split("\n\n") if f.startswith("event: ")]
+    return [(f.split("\n")[0][7:], json.loads(f.split("\n")[1][6:])) for f in frames]
+
+
+# plan T37
+def test_the_streams_events_are_the_documents(keyed_app):
+    """schemathesis reads a short stream (STREAM_MAX_SECONDS=1) and holds each event to the document."""
+    keyed_app.config.update(STREAM_MAX_SECONDS=1)
+    case = whole_schema["/api/stream"]["GET"].Case()
+    response = case.call_and_validate(app=keyed_app, checks=[status_code_conformance, content_type_conformance,
+                                                              response_schema_conformance])
+    assert response.headers["content-type"][0].startswith("text/event-stream")
+    assert {name for name, _ in _events(response.content)} == {"training", "health", "alert"}
+
+
+def test_a_wrong_event_fails_the_documents_stream_schema(keyed_app, monkeypatch):
+    import stream
+
+    monkeypatch.setattr(stream, "events", lambda *args: iter(['event: training\ndata: {"is_running": "no"}\n\n']))
+    case = whole_schema["/api/stream"]["GET"].Case()
+    with pytest.raises(FailureGroup, match="SSE event violates schema"):
+        case.call_and_validate(app=keyed_app, checks=[response_schema_conformance])
 
 
 def test_bodies_are_held_to_their_json_types(client):

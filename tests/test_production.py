@@ -35,7 +35,7 @@ def get_urls(app) -> list[str]:
             continue
         url = rule.rule
         for name in rule.arguments:
-            url = url.replace(f"<{name}>", fill[name]).replace(f"<int:{name}>", fill[name])
+            url = re.sub(rf"<(?:\w+:)?{name}>", fill[name], url)
         urls.append(url)
     return sorted(urls)
 

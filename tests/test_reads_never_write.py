@@ -4,6 +4,7 @@ from another connection, changes whenever anyone commits."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 
 import psutil
@@ -26,7 +27,7 @@ def get_urls(app, **existing: str) -> list[str]:
             url = rule.rule
             for name in rule.arguments:
                 value = existing[name]
-                url = url.replace(f"<{name}>", value).replace(f"<int:{name}>", value).replace(f"<path:{name}>", value)
+                url = re.sub(rf"<(?:\w+:)?{name}>", value, url)
             urls.append(url)
     return urls
 
