@@ -4,10 +4,11 @@ library only.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import stat
-from datetime import datetime, timezone, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Optional
 
@@ -45,10 +46,26 @@ def to_utc_iso(dt, tz: tzinfo) -> Optional[str]:
         return None
     try:
         if dt.tzinfo is None:
-            dt = tz.localize(dt) if hasattr(tz, "localize") else dt.replace(tzinfo=tz)  # pytz needs localize
-        return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            offset = _hour_offset(tz, dt.year, dt.month, dt.day, dt.hour)
+            utc = dt - (offset if offset is not None else _localize(dt, tz).utcoffset())
+        else:
+            utc = dt.astimezone(timezone.utc).replace(tzinfo=None)
+        return utc.replace(microsecond=0).isoformat() + "Z"
     except (OverflowError, ValueError):
         return None
+
+
+def _localize(dt: datetime, tz: tzinfo) -> datetime:
+    return tz.localize(dt) if hasattr(tz, "localize") else dt.replace(tzinfo=tz)  # pytz needs localize
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _hour_offset(tz: tzinfo, year: int, month: int, day: int, hour: int) -> Optional[timedelta]:
+    """The zone's UTC offset through a local hour, or None when it changes within it (then each time is
+    converted on its own): one zone lookup per hour of timestamps, not one per timestamp."""
+    start = datetime(year, month, day, hour)
+    first = _localize(start, tz).utcoffset()
+    return first if _localize(start.replace(minute=59, second=59, microsecond=999999), tz).utcoffset() == first else None
 
 
 def file_identity(path: Path) -> Optional[tuple]:

@@ -123,11 +123,11 @@ def point_value(point: dict) -> Optional[float]:
     return float(value) if value is not None else None
 
 
-def _metric_row(s: OrchestratorState, metric_type: str, p: dict) -> tuple:
+def _metric_row(metric_type: str, p: dict, stamp: str, value: Optional[float]) -> tuple:
     extra = {k: p[k] for k in ("improvement", "time_ms") if p.get(k) is not None}
     from_key = metric_type[: -len("_quality")] if metric_type.endswith("_quality") else None
     agent = p.get("agent") or (from_key if from_key and from_key.startswith("agent_") else None)
-    return (s.iso(p["timestamp"]), agent, metric_type, point_value(p), json.dumps(extra) if extra else None,
+    return (stamp, agent, metric_type, value, json.dumps(extra) if extra else None,
             TRAINING_METRICS)
 
 
@@ -145,7 +145,8 @@ def _ingest_metrics(conn: sqlite3.Connection, s: OrchestratorState, path: Path) 
     for series, point in stream:
         index = seen[series] = seen.get(series, 0) + 1
         position, last_key = cursors.get(series, (0, None))
-        key = f"{s.iso(point['timestamp'])}={point_value(point)}" if point is not None else None
+        stamp, value = (s.iso(point["timestamp"]), point_value(point)) if point is not None else (None, None)
+        key = f"{stamp}={value}" if point is not None else None
         if index < position:
             continue
         if index == position:
@@ -160,7 +161,7 @@ def _ingest_metrics(conn: sqlite3.Connection, s: OrchestratorState, path: Path) 
             if run is not None:
                 runs.append(run)
         else:
-            rows.append(_metric_row(s, series, point))
+            rows.append(_metric_row(series, point, stamp, value))
         if len(rows) + len(runs) >= BATCH_ROWS:
             written += _write_batch(conn, path, rows, runs, positions)
             rows, runs, positions = [], [], {}

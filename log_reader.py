@@ -192,21 +192,41 @@ def iter_log_events(path, since: Optional[datetime] = None) -> Iterator[dict]:
 
 
 _OTHER_LEVEL = {}  # log_events_from: an event of a level not asked for (its lines are skipped)
+SKIP_CHUNK_BYTES = 1024 * 1024
 
 
 def log_events_from(path, offset: int = 0, levels: Optional[frozenset] = None) -> Iterator[tuple[Optional[dict], int]]:
     """The events of a log (only those of `levels`, when given) from byte `offset` (a line start) on,
     oldest first, each with the offset just past its last line, then (None, where reading stopped);
     streamed. A last line still being written (no newline yet) is left for later; nothing for a missing
-    or non-regular file. Lines of other levels are only recognised, not parsed: a large log is fast."""
+    or non-regular file. Lines of other levels are passed over unread: a large log is fast."""
     fd, _st, _warnings = open_regular(Path(path))
     if fd is None:
         return
+    # Every line that starts an event of `levels` holds " - LEVEL - "; between the lines of an event
+    # asked for, the runs of lines without any are found by one search, not read line by line.
+    wanted = re.compile(b" - (?:" + b"|".join(re.escape(level.encode()) for level in sorted(levels)) + b") - ") \
+        if levels else None
     with os.fdopen(fd, "rb") as f:
-        f.seek(offset)
         event, end, position = None, offset, offset
-        while raw := f.readline(MAX_LINE_BYTES):
-            if not raw.endswith(b"\n") and len(raw) < MAX_LINE_BYTES:
+        f.seek(offset)
+        chunk, chunk_at, complete = b"", offset, 0  # file bytes from chunk_at; its lines end before `complete`
+        while True:
+            if wanted is not None and (event is None or event is _OTHER_LEVEL):
+                at = position - chunk_at
+                if not chunk_at <= position < chunk_at + complete:
+                    chunk, chunk_at, at = os.pread(f.fileno(), SKIP_CHUNK_BYTES, position), position, 0
+                    complete = chunk.rfind(b"\n") + 1
+                if complete:
+                    found = wanted.search(chunk, at, complete)
+                    skip = complete if found is None else max(at, chunk.rfind(b"\n", at, found.start()) + 1)
+                    if skip > at:
+                        event = None if event is None else _OTHER_LEVEL
+                        position = end = chunk_at + skip
+                        continue
+                f.seek(position)  # a line to read as it is (one too long for a chunk goes this way too)
+            raw = f.readline(MAX_LINE_BYTES)
+            if not raw or (not raw.endswith(b"\n") and len(raw) < MAX_LINE_BYTES):
                 break
             line = raw.decode("utf-8", errors="replace").removesuffix("\n").removesuffix("\r")
             line = line.removeprefix("\ufeff") if position == 0 else line

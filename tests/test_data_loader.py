@@ -634,3 +634,26 @@ def test_a_time_window_of_a_log_reads_the_same_events_as_a_full_scan(tmp_path, s
     scanned = [e for e in dl.iter_log_events(path) if e["timestamp"] >= since]
     assert windowed == scanned
     assert (len(scanned) == 0) == (since_day > 30) and (len(scanned) == 6000) == (since_day <= 0)
+
+
+_LOG_LINE = st.one_of(
+    st.builds(lambda day, level, text: f"2025-11-{day:02d} 10:00:00,123 - src - {level} - {text}".encode(),
+              st.integers(1, 28), st.sampled_from(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "NOTE"]),
+              st.sampled_from(["ok", "done - ERROR - not the level", "x"])),
+    st.sampled_from([b"  Traceback (most recent call last):", b"  a line - WARNING - inside", b"",
+                     b"\xff\xfe not UTF-8 - ERROR - ", b"2025-13-45 10:00:00 - src - ERROR - a bad date"]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(_LOG_LINE, max_size=60), newline_at_end=st.booleans(), bom=st.booleans(),
+       chunk=st.sampled_from([1, 16, 300, 1 << 20]))
+def test_events_of_some_levels_are_those_every_line_read_gives(tmp_path, monkeypatch, lines, newline_at_end, bom, chunk):
+    """The ingester's pass over a log, which skips runs of other levels' lines by searching, finds
+    exactly the events (messages and offsets) that reading every line finds, wherever its chunks end."""
+    path = tmp_path / "run.log"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + b"\n".join(lines) + (b"\n" if newline_at_end else b""))
+    monkeypatch.setattr(log_reader, "SKIP_CHUNK_BYTES", chunk)
+    wanted = frozenset({"WARNING", "ERROR", "CRITICAL"})
+    every = list(log_reader.log_events_from(path, 0, None))
+    expected = [(e, end) for e, end in every[:-1] if e["level"] in wanted] + [every[-1]]
+    assert list(log_reader.log_events_from(path, 0, wanted)) == expected
