@@ -38,9 +38,11 @@ clean:
 
 ## Benchmark, not part of the tests (README "Performance"): scaled data set in var/bench, gunicorn as in
 ## production, wrk (installed when absent, as root). BENCH_ARGS passes options, e.g. BENCH_ARGS="--duration 10".
+## Then bench/rewrite_memory.py: the workers' RSS after a 3 MB training_metrics.json is rewritten 100 times.
 .PHONY: bench
 bench: $(VENV)/.installed
 	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/rewrite_memory.py
 
 ## Mixed load (test plan T38; about 7 min): 80% GET, 15% POST, 5% streams, then /healthz under 64 connections.
 ## LOAD_ARGS passes options, e.g. LOAD_ARGS="--duration 60".

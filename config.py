@@ -95,6 +95,8 @@ def load_config(environ: Mapping[str, str]) -> dict[str, Any]:
         "STREAM_HEALTH_SECONDS": _number(environ, "STREAM_HEALTH_SECONDS", 5, 0.1, 3600),
         "STREAM_MAX_SECONDS": _number(environ, "STREAM_MAX_SECONDS", 600, 1, 86400),
         "RESPONSE_CACHE_SECONDS": _number(environ, "RESPONSE_CACHE_SECONDS", 1, 0, 60),
+        "RESPONSE_CACHE_MAX_BYTES": _number(environ, "RESPONSE_CACHE_MAX_BYTES", 32 << 20, 64 << 10, 1 << 40, int),
+        "PARSE_CACHE_MAX_BYTES": _number(environ, "PARSE_CACHE_MAX_BYTES", 64 << 20, 1 << 20, 1 << 40, int),
         "POST_RATE_LIMIT": _number(environ, "POST_RATE_LIMIT", 30, 0, 100000, int),
         # Reverse proxies in front whose X-Forwarded-For / -Proto are believed (0: none, a direct client)
         "TRUSTED_PROXY_HOPS": _number(environ, "TRUSTED_PROXY_HOPS", 0, 0, 5, int),

@@ -30,6 +30,7 @@ from log_reader import (TAIL_MAX_BYTES, iter_log_events, list_log_files, log_eve
 JSON_RETRY_SECONDS = 0.05
 AGENT_ID_RE = re.compile(r"^agent_[A-Za-z0-9]+$")
 REPORT_NAME_RE = re.compile(r"^daily_report_(\d{4}-\d{2}-\d{2})\.txt$")
+LISTED_BYTES = 200  # a listed report's (date, Path) in memory besides its path's text: the listing's charge
 MODULE_NAME_RE = re.compile(r"^(agent_[A-Za-z0-9]+)_(.+)\.py$")
 NUM = r"[+-]?\d+(?:\.\d+)?"
 REPORT_LINES = {
@@ -256,14 +257,15 @@ def list_daily_reports(logs_dir, *, cache: Optional[ParseCache] = None) -> list:
         return _list_daily_reports(logs_dir)
     try:
         st = os.stat(logs_dir)
-        key = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        identity = (st.st_dev, st.st_ino, st.st_mtime_ns)
     except (OSError, ValueError, TypeError):
         return []
-    hit = cache.listings.get(key)
+    key = ("daily_reports", os.fspath(logs_dir))
+    hit = cache.get(key, identity)
     if hit is not None:
         return list(hit)
     found = _list_daily_reports(logs_dir)
-    cache.listings.put(key, tuple(found))
+    cache.put(key, identity, tuple(found), sum(LISTED_BYTES + len(os.fspath(p)) for _day, p in found))
     return found
 
 

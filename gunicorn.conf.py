@@ -6,6 +6,7 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
+import malloc_tuning
 from config import PROJECT_DIR, load_config
 
 load_dotenv(PROJECT_DIR / ".env")
@@ -42,6 +43,9 @@ errorlog = "-"
 _metrics_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR")
                     or Path(_settings["DATABASE_PATH"]).parent / "prometheus")
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+
+# Set in the master, inherited by every worker it forks: freed parse buffers go back to the system.
+malloc_tuning.keep_heap_small()
 
 
 def on_starting(server):

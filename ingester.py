@@ -39,7 +39,8 @@ class Ingester(LeaderLoop):
         self.disk_path = config["HEALTH_DISK_PATH"]
         self.training = training_control.TrainingController(config)
         self.clock = clock
-        self.parse_cache = ParseCache()  # so an idle round parses nothing again
+        # So an idle round parses nothing again.
+        self.parse_cache = ParseCache(config["PARSE_CACHE_MAX_BYTES"])
 
     def tick(self, conn: sqlite3.Connection) -> None:
         """Close lost sessions, record changed files, settle alerts."""

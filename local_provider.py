@@ -61,7 +61,8 @@ class LocalDataProvider(DataProvider):
         self.db_path = config["DATABASE_PATH"]
         # What the files hold, parsed, with the store version and day it was read at (see state()).
         self._files: tuple = (None, None, [])
-        self.parse_cache = ParseCache()  # each file's parse, kept while the file is unchanged
+        # Each file's parse (one version per file), kept while the file is unchanged.
+        self.parse_cache = ParseCache(config["PARSE_CACHE_MAX_BYTES"])
         # Database reads, kept while the database is unchanged: room for a few windows of each listed agent.
         self._reads = VersionedMemo(max_entries=256 + 4 * self.max_agents)
         # What "now" is for every calendar decision of a request (tests set a fixed instant).

@@ -123,8 +123,8 @@ def read_log_events(path, limit, max_bytes=TAIL_MAX_BYTES, *, cache: Optional[Pa
         return [], []
     if cache is None:
         return _read_log_events(path, limit, max_bytes)
-    events, warnings = cache.of_file(cache.tails, f"tail:{limit}:{max_bytes}", Path(path),
-                                     lambda: _read_log_events(path, limit, max_bytes))
+    events, warnings = cache.of_file(f"tail:{limit}:{max_bytes}", Path(path),
+                                     lambda: _read_log_events(path, limit, max_bytes), max_bytes)
     return list(events), warnings
 
 

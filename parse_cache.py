@@ -1,8 +1,14 @@
 """ParseCache: what the orchestrator's files parsed to, kept for the app that owns it; and `cached`, the
 wrapper that makes a parser total and, given a ParseCache, answers from it.
 
-A parse is kept under its file's identity (device, inode, mtime, size): an unchanged file is not read
-again. A JSON file torn by a rewrite is answered from its last good parse, marked stale.
+One version per file: a parse is kept under its kind and path with the file's identity (device, inode,
+mtime, size) it was read at, so an unchanged file is not read again and a rewritten one replaces its
+old parse. A JSON file torn by a rewrite is answered from its last good parse, marked stale.
+
+Memory is bounded by bytes (PARSE_CACHE_MAX_BYTES), the least recently used dropped first. An entry
+is charged the bytes its source had when read (the file's size, or the tail window read of a log) plus
+ENTRY_BYTES: a parsed object takes a few times its source in memory, so the budget is an estimate of
+the sources kept, not a measure of the heap.
 """
 from __future__ import annotations
 
@@ -11,81 +17,109 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
-from file_reading import file_identity
+from file_reading import MAX_FILE_BYTES, file_identity
 
-ENTRIES = 1024
-SMALL_ENTRIES = 16  # log tails and folder listings: few of them, each large
+MAX_BYTES = 64 << 20
+ENTRY_BYTES = 512  # charged for every entry besides its source: keys, tuples, warnings
 
 
 class TornJSON(str):
     """A warning that a JSON file could not be read whole (empty or unparsable: perhaps torn by a rewrite)."""
 
 
-class _Bounded:
-    """At most `bound` entries, the least recently used dropped first."""
+class _Entry(NamedTuple):
+    identity: Optional[tuple]  # the file as it was read; None: kept only for its last good parse
+    answer: tuple  # (value, warnings)
+    good: Optional[tuple]  # (value, warnings, source bytes) of the last whole parse, for a torn rewrite
+    cost: int
 
-    def __init__(self, bound: int, lock: threading.Lock):
-        self.bound = bound
-        self._lock = lock
-        self._entries: OrderedDict = OrderedDict()
 
-    def get(self, key):
-        """The value kept under key, or None."""
-        with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
-            return value
+class ParseCache:
+    """Parses, log tails and folder listings, one version per (kind, path), within `max_bytes` in all."""
 
-    def put(self, key, value) -> None:
-        with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.bound:
-                self._entries.popitem(last=False)
+    def __init__(self, max_bytes: int = MAX_BYTES):
+        self.max_bytes = max_bytes
+        self.bytes = 0  # what the kept entries are charged
+        self._entries: "OrderedDict[tuple, _Entry]" = OrderedDict()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
 
+    def get(self, key: tuple, identity: Optional[tuple]):
+        """The value kept under key if it was read at `identity`, else None."""
+        entry = self._entry(key)
+        return entry.answer[0] if entry is not None and identity is not None and entry.identity == identity else None
 
-class ParseCache:
-    """Parses by file identity, log tails, daily-report folder listings, and each parser's last good parse
-    per real path; each bounded by its entry count, all under one lock."""
+    def put(self, key: tuple, identity: Optional[tuple], value, source_bytes: int) -> None:
+        """Keep value under key as read at `identity` (replacing any other version)."""
+        self._put(key, _Entry(identity, (value, ()), None, ENTRY_BYTES + source_bytes))
 
-    def __init__(self, entries: int = ENTRIES, tails: int = SMALL_ENTRIES, listings: int = SMALL_ENTRIES):
-        lock = threading.Lock()
-        self.parsed = _Bounded(entries, lock)
-        self.last_good = _Bounded(entries, lock)
-        self.tails = _Bounded(tails, lock)
-        self.listings = _Bounded(listings, lock)
-
-    def of_file(self, store: _Bounded, kind: str, path: Path, read: Callable[[], tuple]) -> tuple:
-        """read()'s (value, warnings) for the file at path, kept in store while the file is unchanged."""
+    def of_file(self, kind: str, path: Path, read: Callable[[], tuple], max_bytes: int = MAX_FILE_BYTES) -> tuple:
+        """read()'s (value, warnings) for the file at path, kept while the file is unchanged; it is charged
+        the file's size up to `max_bytes` (what read() reads of it at most)."""
         identity = file_identity(path)
-        key = None if identity is None else (kind, *identity)
-        hit = store.get(key) if key else None
-        if hit is not None:
-            return hit[0], list(hit[1])
+        key = (kind, os.fspath(path))
+        entry = self._entry(key)
+        if entry is not None and identity is not None and entry.identity == identity:
+            return entry.answer[0], list(entry.answer[1])
         value, warnings = read()
-        if key is not None and file_identity(path) == identity:  # not rewritten while it was read
-            store.put(key, (value, tuple(warnings)))
+        if identity is not None and file_identity(path) == identity:  # not rewritten while it was read
+            source = min(identity[3], max_bytes) if value is not None else 0
+            self._put(key, _Entry(identity, (value, tuple(warnings)), None, ENTRY_BYTES + source))
         return value, warnings
 
-    def or_last_good(self, kind: str, path: Path, value, warnings: list, torn: bool) -> tuple:
-        """(value, warnings), remembered as the last good parse of path; for a torn JSON file, the last good
-        parse instead (if any), led by the torn file's warning marked stale."""
-        key = (kind, os.path.realpath(path))
-        if not torn:
-            if value is not None:
-                self.last_good.put(key, (value, tuple(warnings)))
-            return value, warnings
-        good = self.last_good.get(key)
-        if good is None:
-            return value, warnings
-        return good[0], [f"{w}, serving last good copy (stale)" for w in warnings] + list(good[1])
+    def parsed_file(self, kind: str, path: Path, parse: Callable[[], tuple]) -> tuple:
+        """(value, warnings) of parse() (which returns (value, warnings, torn)) for the file at path, kept
+        while the file is unchanged; for a torn JSON file, its last good parse (if any), led by the torn
+        file's warning marked stale."""
+        identity = file_identity(path)
+        key = (kind, os.fspath(path))
+        entry = self._entry(key)
+        if entry is not None and identity is not None and entry.identity == identity:
+            return entry.answer[0], list(entry.answer[1])
+        value, warnings, torn = parse()
+        good = entry.good if entry is not None else None
+        if not torn and value is not None:
+            good = (value, tuple(warnings), min(identity[3], MAX_FILE_BYTES) if identity else 0)
+        elif torn and good is not None:
+            value, warnings = good[0], [f"{w}, serving last good copy (stale)" for w in warnings] + list(good[1])
+        if identity is None:  # gone: nothing to keep for it
+            self._drop(key)
+        else:
+            unchanged = file_identity(path) == identity  # not rewritten while it was read
+            cost = ENTRY_BYTES + (good[2] if good is not None else 0)
+            self._put(key, _Entry(identity if unchanged else None, (value, tuple(warnings)), good, cost))
+        return value, warnings
+
+    def _entry(self, key: tuple) -> Optional[_Entry]:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def _put(self, key: tuple, entry: _Entry) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.bytes -= old.cost
+            if entry.cost > self.max_bytes:
+                return  # larger than the whole budget: not kept
+            self._entries[key] = entry
+            self.bytes += entry.cost
+            while self.bytes > self.max_bytes:
+                _key, gone = self._entries.popitem(last=False)
+                self.bytes -= gone.cost
+
+    def _drop(self, key: tuple) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.bytes -= old.cost
 
 
 def _parse(parser, path: Path) -> tuple:
@@ -106,6 +140,6 @@ def cached(parser):
         path = Path(path)
         if cache is None:
             return _parse(parser, path)[:2]
-        kind = parser.__name__
-        return cache.of_file(cache.parsed, kind, path, lambda: cache.or_last_good(kind, path, *_parse(parser, path)))
+        return cache.parsed_file(parser.__name__, path, lambda: _parse(parser, path))
     return wrapper
+

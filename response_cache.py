@@ -2,8 +2,11 @@
 
 Within RESPONSE_CACHE_SECONDS an answer is served again exactly as it was sent, headers included, by a
 WSGI layer in front of Flask: a cache hit skips routing and every hook, and is only logged and counted.
-Answers are kept per path, query and Origin (the CORS headers differ by origin), and only for readers the
-key check lets through. `If-None-Match` is answered here: a matching ETag gets a 304. 0 turns the cache off.
+Answers are kept per path, the query parameters the endpoint reads (validation.query_params; others, such
+as a browser's `_=` cache-buster, do not make another entry) and Origin (the CORS headers differ by origin),
+and only for readers the key check lets through. `If-None-Match` is answered here: a matching ETag gets a
+304. 0 turns the cache off. Memory is bounded by RESPONSE_CACHE_MAX_BYTES (bodies and headers, the oldest
+dropped first), and an answer is dropped once it has expired unless it is being recomputed.
 
 Writes show at once on every worker: each answer carries the generation of its path (database.Generations,
 counters in SQLite read before the answer is computed), and is replayed only while that is unchanged. A
@@ -21,19 +24,24 @@ import threading
 import time
 from collections import OrderedDict
 from typing import Callable, Iterable, NamedTuple, Optional
+from urllib.parse import parse_qsl
 
 from flask import Flask, request
+from werkzeug.exceptions import HTTPException
 from werkzeug.http import parse_etags, unquote_etag
+from werkzeug.routing import RequestRedirect
 
 import auth
 import database
 import monitoring
+from validation import declared_params
 
 log = logging.getLogger(__name__)
 
 UNCACHED = ("/api/stream", "/api/logs/export")
 ALSO_CACHED = frozenset({"/healthz"})  # liveness: a replay shows the worker answers as well as a fresh one
-MAX_ENTRIES = 256
+ENTRY_BYTES = 512  # charged for every answer besides its body and headers: key, tuple, ETag
+PATHS_REMEMBERED = 4096  # paths whose endpoint's query parameters are remembered (then forgotten at once)
 NOT_IN_304 = frozenset({"content-type", "content-length"})
 
 
@@ -44,16 +52,25 @@ class Entry(NamedTuple):
     headers: list
     etag: Optional[str]
     endpoint: str
+    cost: int  # bytes charged against the budget
 
 
 class ResponseCache:
-    """Answers by key, each key with a lock held by the request that is recomputing it."""
+    """Answers by key within `max_bytes`, each key with a lock held by the request that is recomputing it.
 
-    def __init__(self, ttl: float):
+    Every answer lives `ttl`, so the order answers were stored in is the order they expire in."""
+
+    def __init__(self, ttl: float, max_bytes: int):
         self.ttl = ttl
+        self.max_bytes = max_bytes
+        self.bytes = 0  # what the kept answers are charged
         self._entries: "OrderedDict[tuple, Entry]" = OrderedDict()
         self._locks: dict[tuple, threading.Lock] = {}
         self._guard = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._guard:
+            return len(self._entries)
 
     def get(self, key: tuple) -> Optional[Entry]:
         with self._guard:
@@ -63,23 +80,54 @@ class ResponseCache:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
+    def release(self, key: tuple, lock: threading.Lock) -> None:
+        """Release the recomputation lock of key; a key with no answer kept (an error) keeps no lock."""
+        with self._guard:
+            lock.release()
+            if key not in self._entries:
+                self._locks.pop(key, None)
+
     def put(self, key: tuple, generation: Optional[int], body: bytes, headers: list, endpoint: str) -> Entry:
         etag = next((v for k, v in headers if k.lower() == "etag"), None)
-        entry = Entry(time.monotonic() + self.ttl, generation, body, headers, etag and unquote_etag(etag)[0],
-                      endpoint)
+        cost = ENTRY_BYTES + len(body) + sum(len(k) + len(v) for k, v in headers)
+        now = time.monotonic()
+        entry = Entry(now + self.ttl, generation, body, headers, etag and unquote_etag(etag)[0], endpoint, cost)
         with self._guard:
+            self._remove(key)
+            self._drop_expired(now)
+            if cost > self.max_bytes:
+                return entry  # larger than the whole budget: answered, not kept
             self._entries[key] = entry
-            self._entries.move_to_end(key)
-            while len(self._entries) > MAX_ENTRIES:
-                gone, _ = self._entries.popitem(last=False)
-                self._locks.pop(gone, None)
+            self.bytes += cost
+            while self.bytes > self.max_bytes:
+                self._remove(next(iter(self._entries)))
         return entry
 
     def clear(self, prefixes: tuple[str, ...] = ("/",)) -> None:
         """Forget the answers whose path starts with one of `prefixes`."""
         with self._guard:
             for key in [k for k in self._entries if k[0].startswith(prefixes)]:
-                del self._entries[key]
+                self._remove(key)
+
+    def _drop_expired(self, now: float) -> None:
+        """Forget the expired answers, except those being recomputed (their waiters replay them)."""
+        expired = []
+        for key, entry in self._entries.items():
+            if entry.expires > now:
+                break  # stored later, expires later
+            lock = self._locks.get(key)
+            if lock is None or not lock.locked():
+                expired.append(key)
+        for key in expired:
+            self._remove(key)
+
+    def _remove(self, key: tuple) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry.cost
+            lock = self._locks.get(key)
+            if lock is not None and not lock.locked():
+                del self._locks[key]
 
 
 class CachedAnswers:
@@ -88,11 +136,13 @@ class CachedAnswers:
     `generation(path)` is the current generation of a path (None when unknown: the TTL alone decides)."""
 
     def __init__(self, wsgi_app: Callable, cache: ResponseCache, may_read: Callable[[str, str], bool],
-                 generation: Callable[[str], Optional[int]] = lambda path: None):
+                 generation: Callable[[str], Optional[int]] = lambda path: None,
+                 params_of: Callable[[str], tuple] = lambda path: ()):
         self.wsgi_app = wsgi_app
         self.cache = cache
         self.may_read = may_read
         self.generation = generation
+        self.params_of = params_of  # the query parameters the endpoint of a path reads
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         key = self._key(environ)
@@ -114,7 +164,7 @@ class CachedAnswers:
                 return self._replay(fresh, environ, start_response, started)  # computed while we waited
             return self._compute(key, generation, environ, start_response)
         finally:
-            lock.release()
+            self.cache.release(key, lock)
 
     def _key(self, environ: dict) -> Optional[tuple]:
         path = environ.get("PATH_INFO", "")
@@ -123,7 +173,20 @@ class CachedAnswers:
             return None
         if not self.may_read(path, environ.get("HTTP_AUTHORIZATION", "")):
             return None
-        return path, environ.get("QUERY_STRING", ""), environ.get("HTTP_ORIGIN", "")
+        return path, self._query(path, environ.get("QUERY_STRING", "")), environ.get("HTTP_ORIGIN", "")
+
+    def _query(self, path: str, query: str) -> tuple:
+        """((name, value), ...) of the parameters the endpoint reads, as it reads them (the first value)."""
+        if not query:
+            return ()
+        names = self.params_of(path)
+        if not names:
+            return ()
+        first: dict[str, str] = {}
+        for name, value in parse_qsl(query, keep_blank_values=True, errors="werkzeug.url_quote"):
+            if name in names:
+                first.setdefault(name, value)
+        return tuple(sorted(first.items()))
 
     def _compute(self, key: tuple, generation: Optional[int], environ: dict,
                  start_response: Callable) -> Iterable[bytes]:
@@ -177,6 +240,25 @@ def changed_by(post_path: str) -> tuple[str, ...]:
     return ("/api/training/", "/api/dashboard/", "/api/system/") if area == "training" else (f"/api/{area}/",)
 
 
+def query_params_of(app: Flask) -> Callable[[str], tuple]:
+    """path -> the query parameters its GET endpoint reads (validation.query_params); none when no route."""
+    remembered: dict[str, tuple] = {}
+
+    def params_of(path: str) -> tuple:
+        names = remembered.get(path)
+        if names is None:
+            try:
+                endpoint, _args = app.url_map.bind("localhost").match(path, method="GET")
+            except (HTTPException, RequestRedirect):
+                endpoint = None
+            names = frozenset(declared_params(app.view_functions.get(endpoint)))
+            if len(remembered) >= PATHS_REMEMBERED:
+                remembered.clear()
+            remembered[path] = names
+        return names
+    return params_of
+
+
 def init_app(app: Flask) -> None:
     """Put the cache in front of the app; a POST (past the key check) empties its areas here, and a
     successful one bumps their generation for every worker (also for the cloud provider's cache)."""
@@ -196,10 +278,10 @@ def init_app(app: Flask) -> None:
 
     if ttl <= 0:
         return
-    cache = ResponseCache(ttl)
+    cache = ResponseCache(ttl, app.config["RESPONSE_CACHE_MAX_BYTES"])
     app.extensions["response_cache"] = cache
     app.wsgi_app = CachedAnswers(app.wsgi_app, cache, auth.read_check(app),
-                                 database.generations(app.config["DATABASE_PATH"]).stamp)
+                                 database.generations(app.config["DATABASE_PATH"]).stamp, query_params_of(app))
 
     @app.before_request
     def clear_on_post():

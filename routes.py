@@ -1,4 +1,5 @@
-"""Every route of the API in one table: views validate input, call one provider function, return JSON."""
+"""Every route of the API in one table: views validate input, call one provider function, return JSON.
+Each view declares the query parameters it reads (@query_params): the response cache keys by these."""
 from __future__ import annotations
 
 import csv
@@ -13,7 +14,8 @@ import database
 from config import VERSION
 from contract import NewProject, Payload, StartTraining
 from errors import ApiError
-from validation import MAX_OFFSET, PROJECTS_PAGE, check_id, choice_arg, days_arg, int_arg, limit_arg
+from validation import (MAX_OFFSET, PROJECTS_PAGE, check_id, choice_arg, days_arg, int_arg, limit_arg,
+                        query_params)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 pages = Blueprint("pages", __name__)
@@ -128,6 +130,7 @@ def training_status():
 
 
 @bp.get("/training/history")
+@query_params("days")
 def training_history():
     """Runs of the last `days` days (1-365, default 7), newest first."""
     return respond(provider().training_history(days_arg()))
@@ -165,12 +168,14 @@ def training_session(session_id):
 # --- metrics ---
 
 @bp.get("/metrics/quality")
+@query_params("days")
 def metrics_quality():
     """Daily quality of the system and each agent over `days`, arrays aligned to `timestamps`."""
     return respond(provider().metrics_quality(days_arg()))
 
 
 @bp.get("/metrics/history/<metric_name>")
+@query_params("days")
 def metric_history(metric_name):
     """The points of one metric of training_metrics.json over `days`."""
     return respond(provider().metric_history(check_id(metric_name, "metric_name"), days_arg()))
@@ -183,6 +188,7 @@ def metrics_comparison():
 
 
 @bp.get("/metrics/trends")
+@query_params("days")
 def metrics_trends():
     """System quality over `days` with its 7-day moving average and direction; per-agent trends."""
     return respond(provider().metrics_trends(days_arg()))
@@ -197,18 +203,21 @@ def system_health():
 
 
 @bp.get("/system/health/history")
+@query_params("hours")
 def health_history():
     """Stored host health samples of the last `hours` (1-720, default 24), oldest first."""
     return respond(provider().health_history(int_arg("hours", 24, 1, 720)))
 
 
 @bp.get("/system/logs/recent")
+@query_params("limit", "level")
 def recent_logs():
     """The newest `limit` log events (1-1000, default 50), newest first; optional `level` filter."""
     return respond(provider().recent_logs(limit_arg(), choice_arg("level", LOG_LEVELS, None)))
 
 
 @bp.get("/system/errors")
+@query_params("limit")
 def system_errors():
     """The newest ERROR and WARNING log events, newest first."""
     return respond(provider().system_errors(limit_arg()))
@@ -223,6 +232,7 @@ def system_alerts():
 # --- storyboard ---
 
 @bp.get("/storyboard/projects")
+@query_params("limit", "offset")
 def storyboard_projects():
     """Storyboard projects, newest first: `limit` (1-1000, default 100) from `offset`."""
     return respond(provider().storyboard_projects(limit_arg(PROJECTS_PAGE), int_arg("offset", 0, 0, MAX_OFFSET)))
@@ -244,12 +254,14 @@ def create_storyboard_project():
 # --- logs ---
 
 @bp.get("/logs/training")
+@query_params("limit", "offset")
 def training_logs():
     """Training log events, newest first, `limit` per page from `offset`."""
     return respond(provider().training_logs(limit_arg(), int_arg("offset", 0, 0, MAX_OFFSET)))
 
 
 @bp.get("/logs/export")
+@query_params("format", "days")
 def export_logs():
     """A download of the log events of the last `days` as json, csv or ndjson."""
     fmt, days = choice_arg("format", EXPORT_FORMATS, "json"), days_arg()

@@ -1,9 +1,13 @@
-"""Query-parameter and path-id checks shared by the views; each failure is a 400 naming the input."""
+"""Query-parameter and path-id checks shared by the views; each failure is a 400 naming the input.
+
+A view declares the query parameters it reads (`@query_params`): the response cache keys its answers
+by those alone, so a parameter nobody reads (a browser's `_=` cache-buster) is ignored, never a 400.
+"""
 from __future__ import annotations
 
 import re
 
-from flask import request
+from flask import current_app, request
 from werkzeug.routing import BaseConverter, IntegerConverter
 
 from errors import ApiError
@@ -12,9 +16,30 @@ ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 INT_RE = re.compile(r"^[0-9]{1,9}\Z")
 
 
+def query_params(*names: str):
+    """Declare the query parameters a view reads; the arg helpers below read no others."""
+    def declare(view):
+        view.query_params = names
+        return view
+    return declare
+
+
+def declared_params(view) -> tuple[str, ...]:
+    """The query parameters `view` declared with @query_params (none if it did not)."""
+    return getattr(view, "query_params", ())
+
+
+def _arg(name: str):
+    """The raw value of query parameter `name` (None when absent), which the view must have declared."""
+    if name not in declared_params(current_app.view_functions.get(request.endpoint)):
+        # A value the cache key leaves out would let one answer stand for another.
+        raise RuntimeError(f"{request.endpoint} reads query parameter {name!r} without declaring it (@query_params)")
+    return request.args.get(name)
+
+
 def int_arg(name: str, default: int, lo: int, hi: int) -> int:
     """Return query parameter `name` as an int in [lo, hi], or `default` when absent."""
-    raw = request.args.get(name)
+    raw = _arg(name)
     if raw is None:
         return default
     if not INT_RE.match(raw):  # plain ASCII digits only: int() would also take "1_0", "+5" or " 5"
@@ -27,7 +52,7 @@ def int_arg(name: str, default: int, lo: int, hi: int) -> int:
 
 def choice_arg(name: str, choices: tuple[str, ...], default: str | None) -> str | None:
     """Return query parameter `name` if it is one of `choices` (case-insensitive), else 400."""
-    raw = request.args.get(name)
+    raw = _arg(name)
     if raw is None or raw == "":
         return default
     value = raw.strip().lower()

@@ -295,12 +295,14 @@ def test_cache_skips_unchanged_and_rereads_changed(tmp_path, monkeypatch):
     assert len(reads) == 4  # without a cache, every call reads
 
 
-def test_a_cache_keeps_at_most_its_bound(tmp_path):
-    cache = ParseCache(entries=3, tails=2)
+def test_a_cache_keeps_within_its_byte_budget(tmp_path):  # more in tests/test_cache_budgets.py
+    budget = 6 * (len(json.dumps(CURRENT_CONFIG)) + len(LOG))
+    cache = ParseCache(max_bytes=budget)
     for i in range(8):
         dl.parse_config(write(tmp_path / f"config{i}.json", json.dumps(CURRENT_CONFIG)), cache=cache)
         dl.read_log_events(write(tmp_path / f"run{i}.log", LOG), 5, cache=cache)
-    assert (len(cache.parsed), len(cache.last_good), len(cache.tails)) == (3, 3, 2)
+        assert cache.bytes <= budget
+    assert 0 < len(cache) < 16
 
 
 # --- safety: FIFO, size cap ---
