@@ -78,7 +78,7 @@ class LocalDataProvider(DataProvider):
             metrics, warnings = self._recorded_metrics(now)
             files = OrchestratorFiles(self.root, metrics, self.parse_cache)
             self._files = (key, files, warnings)
-        sessions = self._from_db(None, self.training.recent_sessions, key="sessions") or []
+        sessions = self._from_db(None, self.training.recent_sessions, key="sessions", version=key[0]) or []
         state = OrchestratorState(self.root, self.tz, now=now, sessions=sessions, files=files,
                                   max_agents=self.max_agents)
         state.store_version = key[0]  # one database version for the whole request
@@ -116,13 +116,14 @@ class LocalDataProvider(DataProvider):
     def _store_version(self):
         return database.generations(self.db_path).version()
 
-    def _from_db(self, s: Optional[OrchestratorState], read, key=None):
-        """`read(db)`, kept under `key` (when given) until the database changes; None (and a warning,
-        when `s` is given) when the database fails."""
+    def _from_db(self, s: Optional[OrchestratorState], read, key=None, version=None):
+        """`read(db)`, kept under `key` (when given) until the database changes (from `version`, else
+        the request's); None (and a warning, when `s` is given) when the database fails."""
         try:
             if key is None:
                 return read(database.get_db())
-            version = s.store_version if s is not None else self._store_version()
+            if version is None:
+                version = s.store_version if s is not None else self._store_version()
             return self._reads.get(key, version, lambda: read(database.get_db()))
         except (sqlite3.Error, database.DatabaseUnavailable) as err:
             if s is not None:
