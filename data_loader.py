@@ -85,7 +85,11 @@ def _num(v) -> Optional[float]:
 
 def _int(v) -> Optional[int]:
     f = _num(v)
-    return v if isinstance(v, int) and not isinstance(v, bool) else (None if f is None else int(round(f)))
+    i = v if isinstance(v, int) and not isinstance(v, bool) else (None if f is None else int(round(f)))
+    return i if i is not None and -2 ** 63 <= i < 2 ** 63 else None  # what SQLite can store
+
+
+number_or_none, integer_or_none = _num, _int  # for the modules that type the files' values too
 
 
 _KINDS = {"bool": (lambda v: v if isinstance(v, bool) else None, "a boolean"),

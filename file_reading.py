@@ -27,6 +27,11 @@ def resolve_inside(root, relpath) -> Optional[Path]:
         return None
 
 
+# Years a timestamp may have: outside them, time zone shifts and run durations would leave datetime's range
+# (1-9999) and strftime would write a year of fewer than four digits.
+TIMESTAMP_YEARS = (1000, 9998)
+
+
 def parse_naive_timestamp(s) -> Optional[datetime]:
     """A naive datetime from ISO (optional fraction) or log format "2025-11-14 03:00:01,532", else None."""
     m = TIMESTAMP_RE.match(s.strip()) if isinstance(s, str) else None
@@ -34,6 +39,8 @@ def parse_naive_timestamp(s) -> Optional[datetime]:
         return None
     year, month, day, hour, minute, second, fraction = m.groups()
     micro = int((fraction or "0")[:6].ljust(6, "0"))
+    if not TIMESTAMP_YEARS[0] <= int(year) <= TIMESTAMP_YEARS[1]:
+        return None
     try:
         return datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0), micro)
     except ValueError:

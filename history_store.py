@@ -7,6 +7,7 @@ A file is only re-read when its (mtime, size) differs from the last ingestion.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 from datetime import datetime, timedelta
@@ -16,9 +17,12 @@ from typing import Iterable, Optional
 from database import transaction, utc_now
 from events import fingerprint
 import data_loader as dl
+from log_reader import MAX_LINE_BYTES, LongLine
 from metrics_stream import MetricsStream
 from orchestrator_state import OrchestratorState
 from runs import RUN_STATUS, history_run, runs_from_files
+
+log = logging.getLogger(__name__)
 
 TRAINING_METRICS = "training_metrics"
 DAILY_REPORT = "daily_report"
@@ -274,7 +278,13 @@ def _ingest_log_events(conn: sqlite3.Connection, s: OrchestratorState, path: Pat
     start = row["position"] if row and row["last_key"] == str(st.st_ino) and row["position"] <= st.st_size else 0
     rows, written, end = [], 0, start
     for event, end in dl.log_events_from(path, start, frozenset(EVENT_SEVERITY)):
-        if event is not None:
+        if isinstance(event, LongLine):
+            message = (f"{path.name}: skipped a line of {event.size} bytes at byte {event.offset}"
+                       f" (longer than {MAX_LINE_BYTES} bytes)")
+            log.warning("log ingest: %s", message)
+            rows.append((utc_now(), "log_line_skipped", None, message, "warning", None, "ingester",
+                         fingerprint("log-skip", str(path), st.st_ino, event.offset, event.size)))
+        elif event is not None:
             severity = EVENT_SEVERITY[event["level"]]
             stamp = s.iso(event["timestamp"])
             rows.append((stamp, "orchestrator_log", None, event["message"], severity, None, event["source"],

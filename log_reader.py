@@ -10,7 +10,7 @@ import os
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, NamedTuple, Optional
 
 from file_reading import BLOCK_SIZE, open_regular, parse_naive_timestamp, resolve_inside
 from parse_cache import ParseCache
@@ -19,6 +19,7 @@ TAIL_MAX_BYTES = 1024 * 1024
 MAX_EVENT_CHARS = 64 * 1024
 MAX_LINE_BYTES = 1024 * 1024
 BISECT_STOP_BYTES = 64 * 1024
+LONG_LINE_SCAN_BYTES = 64 * 1024 * 1024  # a tail reads past at most this much of lines longer than its window
 BISECT_PROBE_LINES = 200
 PHASES = [("harvesting", "Data Harvesting"), ("validation", "Data Validation"),
           ("agent_training", "Agent Training"), ("production", "Production Run"),
@@ -55,37 +56,86 @@ def list_log_files(logs_dir) -> list:
     return [path for _mtime, _name, path in sorted(found)]
 
 
+class _Line:
+    """The line a backward tail is reading, from its end towards its start; past `limit` bytes only its
+    size is kept, not its bytes."""
+
+    def __init__(self, limit: int):
+        self.limit, self.size, self.chunks = limit, 0, []
+
+    def prepend(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            self.chunks = []
+        elif chunk:
+            self.chunks.append(chunk)
+
+    @property
+    def long(self) -> bool:
+        return self.size > self.limit
+
+    def text(self) -> bytes:
+        return b"".join(reversed(self.chunks))
+
+
 def _tail(path: Path, n: int, max_bytes: int):
-    """(lines, warnings, capped): up to n last complete lines; capped if max_bytes ran out first."""
+    """(lines, warnings, capped): up to n last complete lines; capped if max_bytes ran out first.
+
+    A line that alone is longer than the window is skipped with a warning (its bytes are not kept), and
+    the lines before it are looked for, past at most LONG_LINE_SCAN_BYTES of such lines."""
     fd, _st, warnings = open_regular(Path(path))
     if fd is None or n <= 0:
         if fd is not None:
             os.close(fd)
         return [], warnings, False
+    window = max(max_bytes - 1, 0)  # one byte is kept to learn whether the window starts a line
+    kept, kept_bytes, scanned_long, capped, bom = [], 0, 0, False, False
     try:
         pos = os.lseek(fd, 0, os.SEEK_END)
-        budget = max(max_bytes - 1, 0)  # one byte is kept to learn whether the window starts a line
-        blocks, newlines = [], 0
-        while pos > 0 and budget > 0 and newlines <= n:
-            size = min(max(BLOCK_SIZE, 1), pos, budget)
+        line, unfinished = _Line(window), True  # the text after the last newline is still being written
+        while pos > 0 and len(kept) < n and not capped:
+            size = min(max(BLOCK_SIZE, 1), pos)
             block = os.pread(fd, size, pos - size)
             if len(block) != size:
                 warnings.append(f"{path.name}: file shrank while reading")
                 break
-            pos, budget = pos - size, budget - size
-            blocks.append(block)
-            newlines += block.count(b"\n")
-        data = b"".join(reversed(blocks))  # joined before decoding: blocks can split a character
-        lines = data[:data.rfind(b"\n") + 1].split(b"\n")[:-1]  # a last line without "\n" is still being written
-        if pos > 0 and lines and (newlines > n or os.pread(fd, 1, pos - 1) != b"\n"):
-            lines = lines[1:]
-        capped = pos > 0 and newlines <= n
+            pos -= size
+            cut = len(block)
+            while len(kept) < n and not capped:
+                newline = block.rfind(b"\n", 0, cut)
+                line.prepend(block[newline + 1:cut])
+                if newline < 0 and pos > 0:
+                    break  # the line goes on in the block before
+                if unfinished:
+                    unfinished = False
+                elif line.long:
+                    warnings.append(f"{path.name}: skipped a line of {line.size} bytes at byte {pos + newline + 1}"
+                                    f" (longer than the {max_bytes}-byte window)")
+                elif kept_bytes + line.size + 1 <= window:
+                    kept.append(line.text())
+                    kept_bytes += line.size + 1
+                    bom = newline < 0
+                else:
+                    capped = True
+                scanned_long += line.size if line.long else 0
+                if scanned_long > LONG_LINE_SCAN_BYTES and not capped:
+                    warnings.append(f"{path.name}: earlier lines not read (over {LONG_LINE_SCAN_BYTES} bytes of"
+                                    " lines longer than the window)")
+                    capped = True
+                line, cut = _Line(window), newline
+                if newline < 0:
+                    break  # that was the file's first line
+            if line.long and not capped and scanned_long + line.size > LONG_LINE_SCAN_BYTES:
+                warnings.append(f"{path.name}: a line of more than {line.size} bytes ends at byte {pos + line.size};"
+                                f" earlier lines not read (over {LONG_LINE_SCAN_BYTES} bytes of lines longer"
+                                " than the window)")
+                capped = True
     except OSError as exc:
         return [], [f"{path.name}: cannot read ({exc.strerror})"], False
     finally:
         os.close(fd)
-    text = [line.decode("utf-8", errors="replace").removesuffix("\r") for line in lines[-n:]]
-    if pos == 0 and text:
+    text = [raw.decode("utf-8", errors="replace").removesuffix("\r") for raw in reversed(kept)]
+    if bom:
         text[0] = text[0].removeprefix("\ufeff")
     return text, warnings, capped
 
@@ -98,10 +148,16 @@ def tail_lines(path, n, max_bytes=TAIL_MAX_BYTES) -> tuple:
     return lines, warnings
 
 
-def _group(lines: Iterable[str]) -> Iterator[dict]:
-    """Events from lines: continuation lines join the previous event; leading ones are dropped."""
+def _group(lines: Iterable[Optional[str]]) -> Iterator[dict]:
+    """Events from lines: continuation lines join the previous event; leading ones are dropped (and so
+    are those after a None, a skipped line)."""
     event = None
     for line in lines:
+        if line is None:  # a skipped line: it ends the event before it, and its continuation lines go too
+            if event is not None:
+                yield event
+            event = None
+            continue
         parsed = parse_log_line(line)
         if parsed is not None:
             if event is not None:
@@ -165,6 +221,34 @@ def _offset_near(f, size: int, since: datetime) -> int:
     return lo
 
 
+class LongLine(NamedTuple):
+    """log_events_from: a line over MAX_LINE_BYTES, skipped (its bytes were never held at once)."""
+    offset: int  # where it starts
+    size: int  # its length in bytes, without the newline
+
+
+def _complete_lines(f) -> Iterator[tuple[Optional[bytes], int]]:
+    """(line, its size in bytes) for each complete line from f's position on; the line is None when it is
+    over MAX_LINE_BYTES (read through in bounded pieces). Stops before a last line still being written."""
+    while (line := _complete_line(f)) is not None:
+        yield line
+
+
+def _complete_line(f) -> Optional[tuple[Optional[bytes], int]]:
+    """The next of _complete_lines, or None where they stop."""
+    raw = f.readline(MAX_LINE_BYTES + 1)
+    if raw.endswith(b"\n"):
+        return raw, len(raw)
+    if len(raw) <= MAX_LINE_BYTES:
+        return None
+    size = len(raw)
+    while piece := f.readline(MAX_LINE_BYTES):
+        size += len(piece)
+        if piece.endswith(b"\n"):
+            return None, size
+    return None
+
+
 def iter_log_events(path, since: Optional[datetime] = None) -> Iterator[dict]:
     """Every event of a log (with `since`: from about that time on), oldest first, streamed; nothing
     for a missing or non-regular file."""
@@ -180,9 +264,10 @@ def iter_log_events(path, since: Optional[datetime] = None) -> Iterator[dict]:
             if start:
                 f.readline(MAX_LINE_BYTES)  # a partial line
                 first = False
-        while raw := f.readline(MAX_LINE_BYTES):
-            if not raw.endswith(b"\n") and len(raw) < MAX_LINE_BYTES:
-                return  # the last line is still being written
+        for raw, _size in _complete_lines(f):
+            if raw is None:  # over MAX_LINE_BYTES: not an event, nor part of one
+                yield None
+                continue
             line = raw.decode("utf-8", errors="replace").removesuffix("\n").removesuffix("\r")
             yield line.removeprefix("\ufeff") if first else line
             first = False
@@ -192,13 +277,14 @@ def iter_log_events(path, since: Optional[datetime] = None) -> Iterator[dict]:
 
 
 _OTHER_LEVEL = {}  # log_events_from: an event of a level not asked for (its lines are skipped)
-SKIP_CHUNK_BYTES = 1024 * 1024
+SKIP_CHUNK_BYTES = 1024 * 1024  # at most MAX_LINE_BYTES is used: a line over that never fits in one
 
 
-def log_events_from(path, offset: int = 0, levels: Optional[frozenset] = None) -> Iterator[tuple[Optional[dict], int]]:
+def log_events_from(path, offset: int = 0, levels: Optional[frozenset] = None) -> Iterator[tuple[object, int]]:
     """The events of a log (only those of `levels`, when given) from byte `offset` (a line start) on,
     oldest first, each with the offset just past its last line, then (None, where reading stopped);
-    streamed. A last line still being written (no newline yet) is left for later; nothing for a missing
+    streamed. A line over MAX_LINE_BYTES comes as a LongLine (it ends the event before it and starts
+    none). A last line still being written (no newline yet) is left for later; nothing for a missing
     or non-regular file. Lines of other levels are passed over unread: a large log is fast."""
     fd, _st, _warnings = open_regular(Path(path))
     if fd is None:
@@ -215,7 +301,7 @@ def log_events_from(path, offset: int = 0, levels: Optional[frozenset] = None) -
             if wanted is not None and (event is None or event is _OTHER_LEVEL):
                 at = position - chunk_at
                 if not chunk_at <= position < chunk_at + complete:
-                    chunk, chunk_at, at = os.pread(f.fileno(), SKIP_CHUNK_BYTES, position), position, 0
+                    chunk, chunk_at, at = os.pread(f.fileno(), min(SKIP_CHUNK_BYTES, MAX_LINE_BYTES), position), position, 0
                     complete = chunk.rfind(b"\n") + 1
                 if complete:
                     found = wanted.search(chunk, at, complete)
@@ -224,13 +310,21 @@ def log_events_from(path, offset: int = 0, levels: Optional[frozenset] = None) -
                         event = None if event is None else _OTHER_LEVEL
                         position = end = chunk_at + skip
                         continue
-                f.seek(position)  # a line to read as it is (one too long for a chunk goes this way too)
-            raw = f.readline(MAX_LINE_BYTES)
-            if not raw or (not raw.endswith(b"\n") and len(raw) < MAX_LINE_BYTES):
+                f.seek(position)  # a line to read as it is (a long line, never within a chunk, goes this way)
+            next_line = _complete_line(f)
+            if next_line is None:
                 break
+            raw, size = next_line
+            if raw is None:
+                if event is not None and event is not _OTHER_LEVEL:
+                    yield event, end
+                position += size
+                event, end = _OTHER_LEVEL, position  # its continuation lines go with it
+                yield LongLine(position - size, size - 1), end
+                continue
             line = raw.decode("utf-8", errors="replace").removesuffix("\n").removesuffix("\r")
             line = line.removeprefix("\ufeff") if position == 0 else line
-            position += len(raw)
+            position += size
             m = LOG_LINE_RE.match(line)
             if m and levels is not None and m.group(3) not in levels:
                 parsed = _OTHER_LEVEL

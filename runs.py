@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Optional
 
+from data_loader import integer_or_none, number_or_none
 from orchestrator_state import SYSTEM_KEY, OrchestratorState
 
 # How close (s) the result file's timestamp must be to a run's end to be that run.
@@ -15,8 +16,15 @@ RUN_STATUS = {"success": "completed"}  # the orchestrator's word for a finished 
 def run_row(s: OrchestratorState, finished: Optional[datetime], duration: Optional[float], status: Optional[str],
             *, error: Optional[str] = None, quality: Optional[float] = None, change: Optional[float] = None,
             trained: Optional[int] = None, failed: Optional[int] = None) -> dict:
-    """One run in the API's words (contract.TrainingRun without session_id/origin), times in UTC."""
-    started = finished - timedelta(seconds=duration) if finished and isinstance(duration, (int, float)) else None
+    """One run in the API's words (contract.TrainingRun without session_id/origin), times in UTC; a value
+    of the wrong type (the files' JSON) is null."""
+    duration, quality, change = number_or_none(duration), number_or_none(quality), number_or_none(change)
+    trained, failed = integer_or_none(trained), integer_or_none(failed)
+    status, error = (v if isinstance(v, str) and v else None for v in (status, error))
+    try:
+        started = finished - timedelta(seconds=duration) if finished and duration is not None else None
+    except (OverflowError, ValueError):  # a duration out of datetime's range (NaN, 1e300): no start time
+        started = None
     return {"date": (started or finished).date().isoformat(), "started_at": s.iso(started),
             "finished_at": s.iso(finished), "duration_seconds": duration, "overall_quality": quality,
             "quality_change_percent": change, "agents_trained": trained, "agents_failed": failed,

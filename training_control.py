@@ -72,6 +72,22 @@ def session_view(row) -> dict:
             "output_path": row["output_path"]}
 
 
+@contextlib.contextmanager
+def stop_signals_blocked():
+    """Block the wrapper's stop signals in this thread while it spawns the wrapper."""
+    # A stop that comes right after a start would otherwise reach the wrapper while Python is still
+    # starting, before training_wrapper.py has installed its handler, and SIGTERM's default action kills
+    # it without a word (the session ends "lost"). The signal mask is per thread, is copied by fork and
+    # kept across exec, so the wrapper starts with these signals blocked: one sent early stays pending
+    # until the wrapper has installed its handlers and unblocks them. Only this thread's mask changes
+    # (pthread_sigmask), so the worker's other threads, and signals sent to the worker, are unaffected.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, tw.STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class TrainingController:
     """Starts, stops and watches dashboard training sessions for one database and orchestrator folder."""
 
@@ -271,7 +287,7 @@ class TrainingController:
             "session_id": session_id, "argv": self.argv, "cwd": str(self.cwd), "command": self.command,
             "database": str(self.db_path), "grace_seconds": self.grace, "output_path": str(output)})
         output.touch()
-        with open(run_dir / "wrapper.log", "ab") as wrapper_log:
+        with open(run_dir / "wrapper.log", "ab") as wrapper_log, stop_signals_blocked():
             proc = subprocess.Popen([sys.executable, str(WRAPPER), str(run_dir / tw.SPEC_FILE)], cwd=run_dir,
                                     stdin=subprocess.DEVNULL, stdout=wrapper_log, stderr=subprocess.STDOUT,
                                     start_new_session=True, close_fds=True)

@@ -22,8 +22,11 @@ import signal
 import sys
 import time
 
-# Handlers first: a stop request that arrives while Python is still importing must not kill us.
+# Handlers first: a stop request that arrives while Python is still importing must not kill us. The
+# dashboard spawns this process with STOP_SIGNALS blocked (training_control.stop_signals_blocked), so a
+# signal sent before this point is pending, not fatal; it is delivered when they are unblocked below.
 _STOP_REQUESTED_AT: list[float] = []
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, signal.SIGHUP}
 
 
 def _on_stop(_signum, _frame) -> None:
@@ -36,6 +39,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGUSR1, _on_stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # the command inherits an unblocked mask
 
 import json  # noqa: E402
 import os  # noqa: E402
@@ -249,9 +253,8 @@ class Wrapper:
             print(f"{NOTE_PREFIX} session {self.session_id} was never committed; nothing started",
                   file=sys.stderr, flush=True)
             return 2
-        if self.stop_requested():
-            self.note("stop requested before the command started; not starting it")
-            return self.finish(conn, "stopped", None, "stopped before the command started")
+        # A stop that came before this point still starts the command, and supervise() sends it SIGTERM at
+        # once: the session then ends with the command's real exit code, like any other stop.
         argv, cwd = self.spec["argv"], self.spec["cwd"]
         try:
             with open(self.output, "ab") as out:

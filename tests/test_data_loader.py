@@ -508,9 +508,11 @@ def test_tail_lines_large_file_reads_only_the_tail(tmp_path, monkeypatch):
     assert 0 < counter.total <= dl.BLOCK_SIZE  # > 0: the reads really went through the counted calls
     counter.total = 0
     lines, warnings = dl.tail_lines(path, 10 ** 6)
-    assert dl.TAIL_MAX_BYTES // 2 < counter.total <= dl.TAIL_MAX_BYTES
+    # The 200 MiB of NULs are one line longer than the window: looked past for at most LONG_LINE_SCAN_BYTES.
+    assert counter.total <= dl.TAIL_MAX_BYTES + log_reader.LONG_LINE_SCAN_BYTES + 2 * dl.BLOCK_SIZE
     assert len(lines) == 5000 and lines[-1].endswith("line 4999") and "\x00" not in lines[0]
-    assert len(warnings) == 1 and "only 5000 of 1000000 lines" in warnings[0]
+    assert len(warnings) == 2 and "earlier lines not read" in warnings[0], warnings
+    assert "only 5000 of 1000000 lines" in warnings[1]
     counter.total = 0
     events, _ = dl.read_log_events(path, 100)
     assert counter.total <= 20 * dl.TAIL_MAX_BYTES and [e["message"] for e in events[-2:]] == ["line 4998", "line 4999"]
@@ -659,3 +661,31 @@ def test_events_of_some_levels_are_those_every_line_read_gives(tmp_path, monkeyp
     every = list(log_reader.log_events_from(path, 0, None))
     expected = [(e, end) for e, end in every[:-1] if e["level"] in wanted] + [every[-1]]
     assert list(log_reader.log_events_from(path, 0, wanted)) == expected
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 3, 5, 7, 64 * 1024])
+def test_a_line_longer_than_the_window_is_skipped_and_the_lines_before_it_found(tmp_path, monkeypatch, block_size):
+    # plan T27
+    monkeypatch.setattr(log_reader, "BLOCK_SIZE", block_size)
+    path = write(tmp_path / "run.log", "\ufeffa\n" + "b" * 20 + "\nc\n" + "d" * 30)  # d...: still being written
+    assert dl.tail_lines(path, 10, max_bytes=8) == (
+        ["a", "c"], ["run.log: skipped a line of 20 bytes at byte 5 (longer than the 8-byte window)"])
+    assert dl.tail_lines(path, 1, max_bytes=8) == (["c"], [])
+    monkeypatch.setattr(log_reader, "LONG_LINE_SCAN_BYTES", 40)  # the 30 unfinished bytes count too
+    lines, warnings = dl.tail_lines(path, 10, max_bytes=8)
+    assert lines == ["c"] and any("earlier lines not read" in w for w in warnings), warnings
+
+
+def test_the_incremental_reader_skips_a_line_over_max_line_bytes(tmp_path, monkeypatch):
+    # plan T28
+    monkeypatch.setattr(log_reader, "MAX_LINE_BYTES", 60)
+    head = "2025-11-14 03:00:00,000 - T - ERROR - early\n"
+    long_line = "2025-11-14 03:00:01,000 - T - ERROR - " + "x" * 40 + "\n  its continuation\n"
+    tail = "2025-11-14 03:00:02,000 - T - ERROR - late\n"
+    path = write(tmp_path / "run.log", head + long_line + tail + "2025-11-14 03:00:03,000 - T - ERROR - " + "y" * 40)
+    got = list(dl.log_events_from(path, 0))
+    assert [e["message"] if isinstance(e, dict) else e for e, _end in got[:-1]] == [
+        "early", log_reader.LongLine(len(head), len(long_line.split("\n")[0])), "late"]
+    assert got[-1] == (None, len(head + long_line + tail))  # the unfinished long line is left for later
+    assert [e["message"] for e in dl.iter_log_events(path)] == ["early", "late"]
+    assert list(dl.log_events_from(path, 0, frozenset({"ERROR"}))) == got  # the pass that skips by searching

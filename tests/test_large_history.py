@@ -3,6 +3,7 @@ history in a small file answers: the ingester streams it into SQLite, reads take
 from __future__ import annotations
 
 import json
+import tracemalloc
 import shutil
 import sqlite3
 from datetime import datetime, timedelta
@@ -138,3 +139,42 @@ def test_the_log_is_recorded_from_where_the_last_round_stopped(make_app, orchest
     ingest(app)
     assert logged_events(app.config["DATABASE_PATH"])[-1] == "after a truncation"
     assert len(logged_events(app.config["DATABASE_PATH"])) == 4
+
+
+def test_a_50_mb_line_is_skipped_with_a_warning_and_the_events_around_it_are_kept(make_app, orchestrator):
+    # plan T27: a line longer than the tail window (and than MAX_LINE_BYTES) hides nothing before it
+    root = orchestrator()
+    log = root / "logs" / "holistic_training.log"
+    line = "2026-01-05 03:00:{:02d},000 - HolisticTrainer - {} - {}\n"
+    huge = line.format(1, "ERROR", "y" * (50 * 1024 * 1024)).encode()
+    with log.open("wb") as handle:
+        handle.write(line.format(0, "ERROR", "before the long line").encode())
+        handle.write(huge)
+        handle.write(line.format(2, "WARNING", "after the long line").encode())
+    tracemalloc.start()
+    try:
+        app = make_app(root)  # its first ingest reads the whole log
+        client = app.test_client()
+        errors = client.get("/api/system/errors?limit=50")
+        recent = client.get("/api/system/logs/recent?limit=50")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024, peak  # the 50 MB line was never held whole
+
+    assert logged_events(app.config["DATABASE_PATH"]) == ["before the long line", "after the long line"]
+    skipped = f"holistic_training.log: skipped a line of {len(huge) - 1} bytes at byte 73"
+    for response in (errors, recent):
+        assert response.status_code == 200
+        messages = [e["message"] for e in response.get_json()]
+        assert "before the long line" in messages and "after the long line" in messages
+        assert not any(m.startswith("y" * 100) for m in messages)
+        assert any(w.startswith(skipped) for w in json.loads(response.headers["X-Data-Warnings"])), response.headers
+        assert any(m.startswith(skipped) for m in messages)  # the ingester's warning, as an event
+
+    with log.open("ab") as handle:
+        handle.write(line.format(3, "ERROR", "later still").encode())
+    ingest(app)
+    assert logged_events(app.config["DATABASE_PATH"])[-1] == "later still"
+    with sqlite3.connect(app.config["DATABASE_PATH"]) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM events WHERE event_type = 'log_line_skipped'").fetchone()[0] == 1

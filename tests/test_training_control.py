@@ -403,3 +403,19 @@ def test_one_run_across_gunicorn_workers_and_a_server_restart(orchestrator, tmp_
         server.stop()
         kill_runs(runs)
     assert "Traceback" not in server.log_path.read_text(encoding="utf-8")
+
+
+def test_a_stop_right_after_a_start_is_a_clean_stop_with_an_exit_code(control, monkeypatch):
+    # plan T35: the stop's SIGTERM reaches the wrapper while Python is still starting it; the wrapper was
+    # spawned with its stop signals blocked, so the signal waits until its handler is in place.
+    monkeypatch.setenv("ORCHESTRATOR_TIME_SCALE", "0.3")
+    app, client, _ = control(TRAINING_STOP_GRACE_SECONDS=5)
+    ended = []
+    for _ in range(10):
+        sid = start(client)["session_id"]
+        stop = client.post("/api/training/stop")
+        assert stop.status_code in (200, 202), stop.get_json()
+        ended.append(finished(client, sid))
+    assert [s["status"] for s in ended] == ["stopped"] * 10, ended
+    assert all(s["exit_code"] is not None for s in ended), ended
+    assert not [s for s in ended if "lost" in (s["error_message"] or "")], ended
