@@ -3,7 +3,6 @@ the instance (its state is a small file they share under flock)."""
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import logging
 import math
@@ -14,6 +13,7 @@ from typing import Callable, Optional, TypeVar
 
 from cloud_retry import BACKOFF_MAX, RETRIES
 from errors import ApiError
+from file_lock import flock_within
 
 log = logging.getLogger("cloud_client")
 
@@ -103,15 +103,8 @@ class SharedState:
 
 
 def _lock(fd: int) -> None:
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise TimeoutError("circuit breaker state file locked for too long") from None
-            time.sleep(0.001)
+    if not flock_within(fd, LOCK_WAIT_SECONDS, poll=0.001):
+        raise TimeoutError("circuit breaker state file locked for too long")
 
 
 class CircuitBreaker:

@@ -40,6 +40,7 @@ import database
 import events
 import training_wrapper as tw
 from errors import ApiError
+from file_lock import flock_within
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +107,8 @@ class TrainingController:
         """The cross-process start lock (flock on a file next to the database); 503 if busy for long."""
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         with open(f"{self.db_path}.training.lock", "a+") as handle:
-            deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise ApiError(503, "training control is busy; try again") from None
-                    time.sleep(0.02)
+            if not flock_within(handle, LOCK_TIMEOUT_SECONDS, poll=0.02):
+                raise ApiError(503, "training control is busy; try again")
             try:
                 yield
             finally:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -100,6 +101,20 @@ def make_app(tmp_path):
         return app
 
     return make
+
+
+def get_route_urls(app, values: dict, every: bool = False) -> list[str]:
+    """Every GET rule of the app's route table, each path parameter filled in from `values`; with
+    `every`, also the static files and /api/stream (which never ends)."""
+    urls = []
+    for rule in app.url_map.iter_rules():
+        if "GET" not in rule.methods or not every and (rule.endpoint == "static" or rule.rule == "/api/stream"):
+            continue
+        url = rule.rule
+        for name in rule.arguments:
+            url = re.sub(rf"<(?:[^:<>]+:)?{name}>", str(values[name]), url)
+        urls.append(url)
+    return urls
 
 
 def ingest(app) -> None:

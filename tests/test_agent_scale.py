@@ -10,14 +10,13 @@ import sys
 import pytest
 
 from config import ConfigError, load_config
-from conftest import PROJECT
+from conftest import PROJECT, get_route_urls
 
 sys.path.insert(0, str(PROJECT / "bench"))
 from agents_scale import scale_report  # noqa: E402  (the bench's data set, built the same way)
 
 AGENTS = 25_000
 CAP = 1000
-STREAMS = {"/api/stream"}  # one long response: not a request to answer
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +29,7 @@ def scale_root(tmp_path_factory, _built):
 
 def get_urls(app, ids: dict) -> list[str]:
     """Every GET rule of the app's route table with its ids filled in."""
-    urls = []
-    for rule in app.url_map.iter_rules():
-        if "GET" not in rule.methods or rule.endpoint == "static" or rule.rule in STREAMS:
-            continue
-        url = rule.rule
-        for param in rule.arguments:
-            url = re.sub(rf"<(?:[a-z]+:)?{param}>", str(ids[param]), url)
-        urls.append(url)
-    return urls
+    return get_route_urls(app, ids)
 
 
 def header_warnings(response) -> list[str]:

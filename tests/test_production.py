@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import hardening
 import response_cache
 from config import load_config
-from conftest import poll
+from conftest import get_route_urls, poll
 from servers import Gunicorn
 
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
@@ -29,15 +29,7 @@ SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DEN
 def get_urls(app) -> list[str]:
     """Every GET route of the app, with real ids filled in (the stream excluded: it never ends)."""
     fill = {"agent_id": "agent_1", "metric_name": "system_overall_quality", "project_id": "none", "session_id": "1"}
-    urls = []
-    for rule in app.url_map.iter_rules():
-        if "GET" not in rule.methods or rule.endpoint == "static" or rule.rule == "/api/stream":
-            continue
-        url = rule.rule
-        for name in rule.arguments:
-            url = re.sub(rf"<(?:\w+:)?{name}>", fill[name], url)
-        urls.append(url)
-    return sorted(urls)
+    return sorted(get_route_urls(app, fill))
 
 
 def closed(response):

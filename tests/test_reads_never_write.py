@@ -4,12 +4,11 @@ from another connection, changes whenever anyone commits."""
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 
 import psutil
 
-from conftest import ingest, poll
+from conftest import get_route_urls, ingest, poll
 
 EXISTING = {"agent_id": "agent_1", "metric_name": "agent_1_quality", "filename": "app.js"}
 
@@ -20,16 +19,7 @@ def data_version(conn: sqlite3.Connection) -> int:
 
 def get_urls(app, **existing: str) -> list[str]:
     """Every GET route of the app, path parameters filled with things that exist."""
-    existing = {**EXISTING, **existing}
-    urls = []
-    for rule in app.url_map.iter_rules():
-        if "GET" in rule.methods:
-            url = rule.rule
-            for name in rule.arguments:
-                value = existing[name]
-                url = re.sub(rf"<(?:\w+:)?{name}>", value, url)
-            urls.append(url)
-    return urls
+    return get_route_urls(app, {**EXISTING, **existing}, every=True)
 
 
 def test_no_get_head_or_stream_writes_once_the_ingester_caught_up(make_app, orchestrator, tmp_path):

@@ -4,6 +4,7 @@ property test (any bytes) is test_data_loader.py::test_any_bytes_keep_the_contra
 files of test_bad_files.py are covered here through every route."""
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import stream
+from conftest import get_route_urls
 
 PATH_VALUES = {"agent_id": "agent_1", "metric_name": "system_overall_quality", "session_id": "1", "project_id": "1"}
 WIDE_QUERY = "?days=365&hours=720&limit=1000&format=csv"  # parameters a route does not take are ignored
@@ -90,15 +92,7 @@ def text_cases():
 
 def get_routes(app) -> list[str]:
     """Every GET route of the app's route table, path parameters filled in with valid values."""
-    urls = []
-    for rule in app.url_map.iter_rules():
-        if "GET" not in rule.methods or rule.endpoint == "static" or rule.rule == "/api/stream":
-            continue
-        url = rule.rule
-        for name in rule.arguments:
-            url = re.sub(rf"<(?:[^:<>]+:)?{name}>", PATH_VALUES.get(name, "x"), url)
-        urls.append(url)
-    return sorted(set(urls))
+    return sorted(set(get_route_urls(app, collections.defaultdict(lambda: "x", PATH_VALUES))))
 
 
 def get_everything(client, routes) -> None:
@@ -167,9 +161,14 @@ KEYS = ["status", "timestamp", "phases", "training", "schedule", "enabled", "age
 scalars = (st.none() | st.booleans() | st.integers(min_value=-10 ** 30, max_value=10 ** 30)
            | st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(["", "x", "2025-11-14T03:00:00", "9999-12-31T23:59:59", "0001-01-01T00:00:00",
                               "0 0 31 2 *", "holistic_training_complete", "success", "failed"]))
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=5), inner, max_size=5),
-                           max_leaves=20)
+
+
+def containers(inner):
+    """Lists and objects of `inner` values (a named function: hypothesis reads its source)."""
+    return st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=5), inner, max_size=5)
+
+
+json_values = st.recursive(scalars, containers, max_leaves=20)
 
 
 @pytest.fixture(scope="module")
