@@ -287,7 +287,7 @@ class LocalDataProvider(DataProvider):
 
     def _running_session(self, s: OrchestratorState) -> Optional[dict]:
         try:
-            return self._reads.get("running", self._store_version(),
+            return self._reads.get("running", s.store_version,
                                    lambda: self.training.running_session(database.get_db()))
         except (sqlite3.Error, database.DatabaseUnavailable) as err:
             s.warnings.append(f"training sessions unavailable: {err}")

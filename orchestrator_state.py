@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from datetime import date, datetime, timedelta, timezone, tzinfo
-from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Iterable, Optional
@@ -76,6 +75,25 @@ def server_zone():
 def wall_clock() -> datetime:
     """Now, as an aware UTC datetime (the provider's default clock)."""
     return datetime.now(timezone.utc)
+
+
+class cached_property:  # noqa: N801  (functools.cached_property without its lock)
+    """A value computed on first access and kept on the instance. functools.cached_property in Python
+    3.11 holds one lock per attribute for every instance: two requests, each inside the other's lock
+    (this one and OrchestratorFiles'), would wait for each other. A state belongs to one request, so
+    it needs none."""
+
+    def __init__(self, func):
+        self.func, self.__doc__ = func, func.__doc__
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.func(instance)
+        return value
 
 
 class OrchestratorState:

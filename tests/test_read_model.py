@@ -127,3 +127,43 @@ def test_an_answer_computed_while_the_database_failed_is_not_kept(make_app, orch
     assert any("database unavailable" in w for w in failed["warnings"])
     assert system_quality(client, day) == 1.25
     assert not any("database unavailable" in w for w in client.get(QUALITY).get_json()["warnings"])
+
+
+def test_concurrent_requests_while_the_files_change_all_get_answers(make_app, orchestrator):
+    """Requests of one worker share the parsed view and its locks: eight threads asking every reading
+    endpoint while the metrics file is rewritten all finish (none waits on another forever)."""
+    import threading
+    import time
+
+    root = orchestrator()
+    app = make_app(root)
+    metrics = root / "logs" / "training_metrics.json"
+    original = metrics.read_bytes()
+    urls = ["/api/metrics/trends?days=30", "/api/metrics/quality?days=30", "/api/agents/status",
+            "/api/agents/agent_1", "/api/dashboard/overview", "/api/training/status", "/api/metrics/comparison",
+            "/api/metrics/history/system_overall_quality"]
+    statuses, stop = [], threading.Event()
+
+    def ask(offset: int) -> None:
+        client = app.test_client()
+        for i in range(60):
+            statuses.append(client.get(urls[(offset + i) % len(urls)]).status_code)
+
+    def rewrite() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            metrics.write_bytes(original.replace(b'"score": ', b'"score": ' if n % 2 else b'"score":  ', 1))
+
+    writer = threading.Thread(target=rewrite, daemon=True)
+    threads = [threading.Thread(target=ask, args=(k,), daemon=True) for k in range(16)]
+    writer.start()
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 120  # a liveness bound, not a duration: they finish in seconds, or never
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    stop.set()
+    writer.join(timeout=10)
+    assert not any(thread.is_alive() for thread in threads), "requests waiting on each other"
+    assert len(statuses) == 16 * 60 and set(statuses) == {200}
