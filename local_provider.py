@@ -2,6 +2,7 @@
 recorded into SQLite."""
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 from datetime import date, datetime, timedelta
@@ -41,6 +42,12 @@ RECENT_METRICS_WINDOW = timedelta(days=8)
 DB_WARNING = "database unavailable"
 
 
+
+
+@functools.lru_cache(maxsize=64)
+def describe_schedule(expression: str) -> str:
+    """The cron expression in words (cron_descriptor, which loads its translations on every call)."""
+    return get_description(expression)
 
 class LocalDataProvider(DataProvider):
     """Reads the history the ingester recorded in SQLite, overlaid with what the orchestrator's files
@@ -304,7 +311,7 @@ class LocalDataProvider(DataProvider):
     def training_schedule(self) -> Payload:
         s = self.state()
         expression = s.schedule
-        description = get_description(expression) if expression else None
+        description = describe_schedule(expression) if expression else None
         data = {"schedule": expression, "description": description, "enabled": s.config.get("enabled"),
                 "next_run": s.iso(s.next_run()), "timezone": self.tz_name}
         return Payload(data, s.warnings)
