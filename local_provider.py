@@ -40,6 +40,7 @@ ERROR_LEVELS = ("ERROR", "CRITICAL", "WARNING")
 # A metrics file too large to read per request is read from the database: its points of this long.
 RECENT_METRICS_WINDOW = timedelta(days=8)
 DB_WARNING = "database unavailable"
+STILL_RECORDING = "its history is still being recorded"
 
 
 
@@ -149,7 +150,7 @@ class LocalDataProvider(DataProvider):
             done = history_reads.recorded(db, path)
         except (OSError, sqlite3.Error, database.DatabaseUnavailable):
             return None, []  # the file is read (and refused) as usual, which says why
-        return metrics, [] if done else [f"{path.name}: large; its history is still being recorded, so some "
+        return metrics, [] if done else [f"{path.name}: large; {STILL_RECORDING}, so some "
                                          "figures may be missing for now"]
 
     @staticmethod
@@ -347,6 +348,8 @@ class LocalDataProvider(DataProvider):
             by_time.update((p["timestamp"], p) for p in from_file)  # the file is the newest word
             points = sorted(by_time.values(), key=lambda p: p["timestamp"])
         if points is None:
+            if any(STILL_RECORDING in w for w in s.warnings):
+                return []  # not known yet: the warning says why
             raise ApiError(404, f"unknown metric_name: {metric_name}")
         return points
 

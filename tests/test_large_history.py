@@ -94,6 +94,12 @@ def test_a_torn_metrics_file_mid_ingest_loses_no_stored_point(make_app, large_ro
     assert halfway > 0  # what the torn half holds is recorded
     overview = app.test_client().get("/api/dashboard/overview").get_json()
     assert any("still being recorded" in w for w in overview["warnings"])
+    last = [k for k in json.loads(full) if k != "training_history"][-1]
+    with sqlite3.connect(app.config["DATABASE_PATH"]) as conn:
+        assert not conn.execute("SELECT 1 FROM metrics WHERE metric_type = ?", (last,)).fetchone()  # not reached
+    pending = app.test_client().get(f"/api/metrics/history/{last}")
+    assert pending.status_code == 200, pending.get_json()  # not an "unknown metric" while it is being recorded
+    assert pending.get_json()["points"] == [] and any("still being recorded" in w for w in pending.get_json()["warnings"])
 
     metrics_path(root).write_bytes(full[: len(full) // 3])  # torn again, shorter
     ingest(app)
