@@ -13,11 +13,13 @@ import json
 from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
+from hardening import API_CSP
+
 MAX_MESSAGE = 200  # characters of gunicorn's message kept (it can quote the request line it refused)
 # What hardening.security_headers gives the app's JSON errors (tests/test_gunicorn_errors.py holds them equal).
 HEADERS = {"Content-Type": "application/json", "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
            "Referrer-Policy": "no-referrer", "Cross-Origin-Opener-Policy": "same-origin",
-           "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'", "Cache-Control": "no-store"}
+           "Content-Security-Policy": API_CSP, "Cache-Control": "no-store"}
 
 
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
