@@ -350,7 +350,8 @@ class LocalDataProvider(DataProvider):
         if points is None:
             if any(STILL_RECORDING in w for w in s.warnings):
                 return []  # not known yet: the warning says why
-            raise ApiError(404, f"unknown metric_name: {metric_name}")
+            # What could not be read may be why: say so with the 404.
+            raise ApiError(404, f"unknown metric_name: {metric_name}", extra={"warnings": list(dict.fromkeys(s.warnings))})
         return points
 
     def metrics_comparison(self) -> Payload:

@@ -118,3 +118,13 @@ def test_deleted_logs_folder(make_app, orchestrator):
     client = make_app(root).test_client()
     get_all(client)
     assert client.get("/api/system/logs/recent").get_json() == []
+
+
+def test_an_unknown_metric_says_what_could_not_be_read(make_app, orchestrator):
+    """With the metrics file unreadable (and nothing recorded from it), a metric's history is a 404 that
+    names the unreadable file, so the user sees why the metric is unknown."""
+    root = orchestrator()
+    (root / "logs" / "training_metrics.json").write_bytes(b"\xff\xfe{broken")
+    response = make_app(root).test_client().get("/api/metrics/history/no_such_metric")
+    assert response.status_code == 404
+    assert any("training_metrics.json" in w for w in response.get_json()["warnings"])
