@@ -85,11 +85,21 @@ WAL_LIMIT_BYTES = 16 * 1024 * 1024
 CHECKPOINT_WAIT_MS = 1000
 
 
+# The cache_generations row counted by every commit that changes what the provider reads (no path starts
+# with ":"): the provider's kept derivations hold while it is unchanged, so writes it never reads
+# (storyboard projects, rate-limit counts, the counters themselves) do not make every worker recompute.
+READS_COUNTER = ":reads"
+COUNT_READS_SQL = ("INSERT INTO cache_generations (prefix, value) VALUES ('" + READS_COUNTER + "', 1)"
+                   " ON CONFLICT (prefix) DO UPDATE SET value = value + 1")
+
+
 @contextlib.contextmanager
-def transaction(conn: sqlite3.Connection):
+def transaction(conn: sqlite3.Connection, read_by_provider: bool = True):
     """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): writers take the lock up front, never mid-way.
 
-    A writer that finds the WAL past WAL_LIMIT_BYTES checkpoints and truncates it first (see checkpoint)."""
+    Counts the commit in READS_COUNTER unless `read_by_provider` is False (only for tables the provider's
+    kept derivations never read). A writer that finds the WAL past WAL_LIMIT_BYTES checkpoints and
+    truncates it first (see checkpoint)."""
     conn.execute("BEGIN IMMEDIATE")
     if _wal_size(conn) > WAL_LIMIT_BYTES:  # checked under the write lock: nobody appends past the limit
         conn.execute("ROLLBACK")
@@ -101,6 +111,8 @@ def transaction(conn: sqlite3.Connection):
         if conn.in_transaction:  # SQLite may have rolled back already (disk full): keep the real error
             conn.execute("ROLLBACK")
         raise
+    if read_by_provider:
+        conn.execute(COUNT_READS_SQL)
     conn.execute("COMMIT")
 
 
@@ -259,7 +271,7 @@ def utc_now() -> str:
 
 def bump_generations(conn: sqlite3.Connection, prefixes: tuple[str, ...]) -> None:
     """Count one write under each path prefix: cached answers of paths under them are no longer valid."""
-    with transaction(conn):
+    with transaction(conn, read_by_provider=False):
         conn.executemany("INSERT INTO cache_generations (prefix, value) VALUES (?, 1)"
                          " ON CONFLICT (prefix) DO UPDATE SET value = value + 1", [(p,) for p in prefixes])
 
@@ -294,6 +306,12 @@ class Generations:
         """A token that changes whenever any other connection (of any process) commits to the database;
         None while it cannot be read."""
         return None if self._current() is None else self._token
+
+    def reads_version(self) -> tuple | None:
+        """A token that changes whenever a commit changes what the provider reads (READS_COUNTER);
+        None while it cannot be read."""
+        rows = self._current()
+        return None if rows is None else (self._opened, dict(rows).get(READS_COUNTER, 0))
 
     def _current(self) -> tuple[tuple[str, int], ...] | None:
         with self._lock:

@@ -75,7 +75,7 @@ def rate_limit_posts(app: Flask):
 
 def hit(conn: sqlite3.Connection, key: str, window: int) -> int:
     """Count one request for `key` in `window` and return the window's count so far."""
-    with database.transaction(conn):
+    with database.transaction(conn, read_by_provider=False):
         conn.execute("DELETE FROM rate_limits WHERE window < ?", (window - 1,))
         return conn.execute(
             "INSERT INTO rate_limits (key, window, count) VALUES (?, ?, 1)"

@@ -122,7 +122,7 @@ class LocalDataProvider(DataProvider):
         return value
 
     def _store_version(self):
-        return database.generations(self.db_path).version()
+        return database.generations(self.db_path).reads_version()
 
     def _from_db(self, s: Optional[OrchestratorState], read, key=None, version=None):
         """`read(db)`, kept under `key` (when given) until the database changes (from `version`, else

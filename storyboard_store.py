@@ -43,7 +43,7 @@ def create_project(conn: sqlite3.Connection, name: str, description: str | None,
     """Store a project and its scenes in one transaction; return its new id."""
     project_id = uuid.uuid4().hex
     now = utc_now()
-    with transaction(conn):
+    with transaction(conn, read_by_provider=False):  # read as it is, never kept
         conn.execute(
             "INSERT INTO storyboard_projects (id, name, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
             (project_id, name, description, now, now),

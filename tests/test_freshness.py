@@ -22,6 +22,10 @@ import psutil
 
 import cloud_cache
 import database
+import events
+import hardening
+import storyboard_store
+import training_wrapper
 from conftest import poll
 from servers import Gunicorn
 from validation import PROJECTS_PAGE
@@ -120,6 +124,27 @@ def test_a_generation_moves_only_for_writes_under_its_prefix(tmp_path):
         assert gens.stamp(LIST) == 2 and gens.stamp("/healthz") == 1
     missing = database.Generations(tmp_path / "no" / "such" / "dir" / "db.sqlite")
     assert missing.stamp(LIST) is None  # unreadable: the caches fall back to their TTL
+
+
+def test_the_providers_version_moves_for_what_it_reads_and_not_for_storyboard_or_rate_limit_writes(tmp_path):
+    db = tmp_path / "db.sqlite"
+    database.migrate(db)
+    gens = database.Generations(db)
+    first = gens.reads_version()
+    with closing(database.connect(db)) as writer:
+        storyboard_store.create_project(writer, "p", None, [])
+        hardening.hit(writer, "127.0.0.1", 1)
+        database.bump_generations(writer, ("/api/storyboard/",))
+        assert gens.version() != first and gens.reads_version() == first  # the database moved, not its reads
+        events.record_event(writer, "ingest_warning", "x", source="ingester")
+        after_event = gens.reads_version()
+        assert after_event != first
+        writer.execute("INSERT INTO training_sessions (start_time, status, origin, command)"
+                       " VALUES ('2030-01-01T00:00:00Z', 'running', 'dashboard', 'x')")
+        session_id = writer.execute("SELECT MAX(id) FROM training_sessions").fetchone()[0]
+        after_insert = gens.reads_version()
+        assert training_wrapper.apply_outcome(writer, session_id, {"status": "completed", "exit_code": 0})
+        assert gens.reads_version() != after_insert  # a run's end, written by the wrapper process
 
 
 def test_an_upstream_result_is_kept_only_while_its_generation_stands():
