@@ -107,13 +107,21 @@ def transaction(conn: sqlite3.Connection, read_by_provider: bool = True):
         conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        if read_by_provider:
+            _count_reads(conn)
     except BaseException:
         if conn.in_transaction:  # SQLite may have rolled back already (disk full): keep the real error
             conn.execute("ROLLBACK")
         raise
-    if read_by_provider:
-        conn.execute(COUNT_READS_SQL)
     conn.execute("COMMIT")
+
+
+def _count_reads(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute(COUNT_READS_SQL)
+    except sqlite3.OperationalError as err:
+        if "no such table" not in str(err):  # a database not yet migrated has no readers to tell
+            raise
 
 
 def _wal_size(conn: sqlite3.Connection) -> int:
