@@ -169,17 +169,22 @@ def apply_outcome(conn: sqlite3.Connection, session_id: int, outcome: dict) -> b
     ended = outcome.get("ended_at") or utc_now()
     deadline = time.monotonic() + DB_RETRY_SECONDS
     from database import transaction  # here, not up front: see the imports above
+
+    def close_row() -> bool:
+        return conn.execute(
+            "UPDATE training_sessions SET status = ?, exit_code = ?, error_message = ?, end_time = ?,"
+            " duration_seconds = COALESCE(duration_seconds,"  # the run's own figure, if ingested, wins
+            " ROUND((julianday(?) - julianday(start_time)) * 86400, 1))"
+            " WHERE id = ? AND status = 'running'",
+            (outcome["status"], outcome.get("exit_code"), outcome.get("error_message"), ended, ended,
+             session_id)).rowcount == 1
+
+    if conn.in_transaction:  # the caller's (the ingester's reconcile): it commits, and counts the commit
+        return close_row()
     while True:
         try:
             with transaction(conn):  # counted, so every worker's kept derivations see the session end
-                cursor = conn.execute(
-                    "UPDATE training_sessions SET status = ?, exit_code = ?, error_message = ?, end_time = ?,"
-                    " duration_seconds = COALESCE(duration_seconds,"  # the run's own figure, if ingested, wins
-                    " ROUND((julianday(?) - julianday(start_time)) * 86400, 1))"
-                    " WHERE id = ? AND status = 'running'",
-                    (outcome["status"], outcome.get("exit_code"), outcome.get("error_message"), ended, ended,
-                     session_id))
-            return cursor.rowcount == 1
+                return close_row()
         except sqlite3.OperationalError:
             if time.monotonic() > deadline:
                 raise
