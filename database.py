@@ -300,7 +300,6 @@ class Generations:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._version: int | None = None
-        self._token: tuple | None = None
         self._opened = 0  # connections opened so far: part of the token, as data_version restarts with each
         self._rows: tuple[tuple[str, int], ...] = ()
         self._retry_at = 0.0
@@ -309,11 +308,6 @@ class Generations:
         """The sum of the counters of every prefix of `path` (it only grows); None when unreadable."""
         rows = self._current()
         return None if rows is None else sum(value for prefix, value in rows if path.startswith(prefix))
-
-    def version(self) -> tuple | None:
-        """A token that changes whenever any other connection (of any process) commits to the database;
-        None while it cannot be read."""
-        return None if self._current() is None else self._token
 
     def reads_version(self) -> tuple | None:
         """A token that changes whenever a commit changes what the provider reads (READS_COUNTER);
@@ -336,7 +330,6 @@ class Generations:
                     rows = self._conn.execute("SELECT prefix, value FROM cache_generations").fetchall()
                     self._rows = tuple(tuple(row) for row in rows)
                     self._version = version
-                self._token = (self._opened, version)
                 return self._rows
             except (sqlite3.Error, OSError) as err:
                 log.debug("cache generations unreadable (caches use their TTL alone): %s", err)
