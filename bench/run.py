@@ -375,24 +375,47 @@ def warm_up(bench: Bench, server: Server, urls: list[tuple[str, str]], rounds: i
 
 
 def measure(bench: Bench, server: Server, urls: list[tuple[str, str]], peak: dict | None = None,
-            baseline=None) -> dict:
-    """wrk on each url; `peak` collects the largest RSS (MB) seen per worker pid after each endpoint;
-    `baseline()`, when given, measures the bare app right before each endpoint (its req/s is paired)."""
+            baseline=None, rounds: int = 1) -> dict:
+    """wrk on each url, `rounds` times; `peak` collects the largest RSS (MB) seen per worker pid after each
+    endpoint; `baseline()`, when given, measures the bare app right before each run (paired). With several
+    rounds the medians count: a few seconds in which the shared machine slows down weigh on one round."""
     results = {}
     for rule, path in urls:
-        bare = baseline() if baseline is not None else None
-        server.settle()
-        r = bench.wrk_run(server.base + path)
-        r["drain_seconds"] = round(server.settle(), 1)  # how long the requests still queued at wrk's end took
-        if bare is not None:
-            r["bare_rps"], r["bare_p99_ms"] = bare["rps"], bare.get("p99_ms")
+        runs = []
+        for _ in range(rounds):
+            bare = baseline() if baseline is not None else None
+            server.settle()
+            r = bench.wrk_run(server.base + path)
+            r["drain_seconds"] = round(server.settle(), 1)  # how long the requests still queued at wrk's end took
+            if bare is not None:
+                r["bare_rps"], r["bare_p99_ms"] = bare["rps"], bare.get("p99_ms")
+            runs.append(r)
+        r = median_run(runs)
         results[rule] = {"url": path, **r}
         if peak is not None:
             for pid, mb in server.rss_mb().items():
                 peak[pid] = max(mb, peak.get(pid, 0.0))
-        paired = f"   (bare {bare['rps']:.0f} rps)" if bare is not None else ""
-        say(f"  {path:<48} {r['rps']:>8.1f} rps   p99 {r.get('p99_ms', float('nan')):>8.1f} ms{paired}")
+        paired = f"   (bare {r['bare_rps']:.0f} rps)" if baseline is not None else ""
+        say(f"  {path:<48} {r['rps']:>8.1f} rps   p99 {r.get('p99_ms', float('nan')):>8.1f} ms{paired}"
+            + (f"   ({len(runs)} rounds, median)" if len(runs) > 1 else ""))
     return results
+
+
+def median_run(runs: list[dict]) -> dict:
+    """One wrk result from several rounds of the same url: the median of each figure, the sum of the
+    counts, and the rounds themselves (the ratio is the median of each round's paired ratio)."""
+    if len(runs) == 1:
+        return runs[0]
+    figures = ("rps", "p50_ms", "p75_ms", "p90_ms", "p99_ms", "drain_seconds", "bare_rps", "bare_p99_ms")
+    merged = {k: statistics.median(r[k] for r in runs) for k in figures if all(k in r for r in runs)}
+    merged["requests"] = sum(r.get("requests", 0) for r in runs)
+    merged["non_2xx"] = sum(r.get("non_2xx", 0) for r in runs)
+    merged["socket_errors"] = {k: sum(r["socket_errors"].get(k, 0) for r in runs)
+                               for k in ("connect", "read", "write", "timeout")}
+    if all(r.get("bare_rps") for r in runs):
+        merged["paired_ratio"] = statistics.median(r["rps"] / r["bare_rps"] for r in runs)
+    merged["rounds"] = runs
+    return merged
 
 
 def time_export(server: Server, path: str, timeout: float) -> dict:
@@ -462,7 +485,7 @@ def report(res: dict) -> list[str]:
                 continue
             target = targets[0] if rule in POLLED else targets[1]
             bare = m.get("bare_rps") or b["rps"]
-            ratio = m["rps"] / bare if bare else 0.0
+            ratio = m.get("paired_ratio") or (m["rps"] / bare if bare else 0.0)
             m["ratio"], m["target"], m["result"] = round(ratio, 3), target, verdict(ratio >= target)
             cells.append(f"{m['rps']:.0f} | {m.get('p99_ms', float('nan')):.1f} | "
                          + (f"{bare:.0f} | " if results is res["endpoints"] else "")
@@ -501,8 +524,10 @@ def report(res: dict) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=int(os.environ.get("BENCH_DURATION", 5)),
-                        help="seconds of wrk per endpoint (default 5, env BENCH_DURATION)")
+    parser.add_argument("--duration", type=int, default=int(os.environ.get("BENCH_DURATION", 3)),
+                        help="seconds of each wrk run (default 3, env BENCH_DURATION)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="wrk runs per endpoint, each right after one of the bare app (medians count)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--workers", type=int, default=2, help="GUNICORN_WORKERS (default 2)")
@@ -525,8 +550,9 @@ def main() -> int:
     began = time.perf_counter()
     res: dict = {"started_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine(),
                  "settings": {"wrk": f"-t{args.wrk_threads} -c{args.connections} -d{args.duration}s --latency",
+                              "rounds": args.rounds,
                               "GUNICORN_WORKERS": args.workers, "GUNICORN_THREADS": args.gunicorn_threads,
-                              "worker_class": "gthread"}}
+                              "worker_class": "gunicorn_worker.JsonErrorWorker (gthread)"}}
     res["code"] = code_state()
     say(f"machine: {res['machine']['cpus']} CPUs ({res['machine']['cpu_model']}), {res['machine']['memory_gb']} GB")
     res["dataset"] = dataset.ensure(workdir / "data", regenerate=args.regenerate, say=say,
@@ -589,7 +615,7 @@ def main() -> int:
             server.workers = server.worker_pids()
             say(f"  {len(urls)} endpoints; wrk {res['settings']['wrk']} each")
             peak: dict = {}
-            res["endpoints"] = measure(bench, server, urls, peak, baseline=bare_run)
+            res["endpoints"] = measure(bench, server, urls, peak, baseline=bare_run, rounds=args.rounds)
             server.settle()
             # 2b. the same answers computed on every request (RESPONSE_CACHE_SECONDS=0), on the database
             # the first server recorded (no second first ingest).
@@ -601,7 +627,8 @@ def main() -> int:
                 uncached.start()
                 warm_up(bench, uncached, urls, args.warmup_rounds)
                 uncached.workers = uncached.worker_pids()
-                res["endpoints_uncached"] = measure(bench, uncached, urls, peak, baseline=bare_run)
+                res["endpoints_uncached"] = measure(bench, uncached, urls, peak, baseline=bare_run,
+                                                    rounds=args.rounds)
                 bench.errors += uncached.check()
             rates = sorted(r["rps"] for r in baseline)
             res["bare"] = {"rps": statistics.median(rates), "min_rps": rates[0], "max_rps": rates[-1],
