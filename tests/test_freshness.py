@@ -148,6 +148,41 @@ def test_the_providers_version_moves_for_what_it_reads_and_not_for_storyboard_or
         assert gens.reads_version() != after_insert  # a run's end, written by the wrapper process
 
 
+def test_every_serving_thread_reads_the_same_version_and_sees_a_commit(tmp_path):
+    """Each thread reads the counters on its own connection (no lock around SQLite): the threads of a worker
+    still agree on the version, so a kept derivation serves them all, and each sees the next commit."""
+    db = tmp_path / "db.sqlite"
+    database.migrate(db)
+    gens = database.Generations(db)
+    barrier = threading.Barrier(8)
+
+    def versions() -> list:
+        seen = []
+        for _ in range(2):
+            barrier.wait()  # all threads read, then the main thread commits, then all read again
+            seen.append((gens.reads_version(), gens.stamp(LIST)))
+            barrier.wait()
+        return seen
+
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(versions())) for _ in range(7)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    before = (gens.reads_version(), gens.stamp(LIST))
+    barrier.wait()
+    with closing(database.connect(db)) as writer:
+        events.record_event(writer, "ingest_warning", "x", source="ingester")
+        database.bump_generations(writer, ("/api/storyboard/",))
+    barrier.wait()
+    after = (gens.reads_version(), gens.stamp(LIST))
+    barrier.wait()
+    for thread in threads:
+        thread.join()
+    assert before[0] is not None and after[0] != before[0] and after[1] == before[1] + 1
+    assert results == [[before, after]] * 7
+
+
 def test_an_upstream_result_is_kept_only_while_its_generation_stands():
     generation, calls = {"now": 1}, []
     cache = cloud_cache.TTLCache(3600, generation=lambda key: generation["now"])
