@@ -36,19 +36,22 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt
 clean:
 	rm -rf $(VENV) var .pytest_cache
 
-## Benchmark, not part of the tests (README "Performance"): scaled data set in var/bench, gunicorn as in
+## Benchmark, not part of the tests (docs/performance.md): scaled data set in var/bench, gunicorn as in
 ## production, wrk (installed when absent, as root). BENCH_ARGS passes options, e.g. BENCH_ARGS="--duration 10".
 ## Then bench/rewrite_memory.py: the workers' RSS after a 3 MB training_metrics.json is rewritten 100 times.
+## Last, bench/report.py renders bench/results/*.json into docs/performance.md's tables.
 .PHONY: bench
 bench: $(VENV)/.installed
 	$(PY) bench/run.py $(BENCH_ARGS)
 	$(PY) bench/rewrite_memory.py
+	$(PY) bench/report.py
 
 ## Mixed load (test plan T38; about 7 min): 80% GET, 15% POST, 5% streams, then /healthz under 64 connections.
-## LOAD_ARGS passes options, e.g. LOAD_ARGS="--duration 60".
+## LOAD_ARGS passes options, e.g. LOAD_ARGS="--duration 60". Then bench/report.py (docs/performance.md).
 .PHONY: load
 load: $(VENV)/.installed
 	$(PY) bench/load.py $(LOAD_ARGS)
+	$(PY) bench/report.py
 
 ## Known-vulnerability check of the installed packages (needs PyPI's vulnerability service; README "Development").
 audit: $(VENV)/.installed-dev

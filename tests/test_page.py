@@ -1,9 +1,10 @@
 """The dashboard page in a real browser (Debian's Chromium, headless, via Selenium) against a real gunicorn.
 
 What it shows: the page loads without console errors and displays what the API answers (agents, quick
-stats, charts), an HTML log message stays text, the layout fits 1280 px and 390 px (screenshots in
-test-artifacts/), Start/Stop drive a real orchestrator run without a reload, the live stream is used and
-the page falls back to polling when it breaks, and a 401 brings up the API-key form.
+stats, charts), an HTML log message stays text, the layout fits 1280 px and 390 px (screenshots in the
+test's tmp dir; with UPDATE_SCREENSHOTS=1 the 1280-px one also goes to docs/screenshot.png, the README's),
+Start/Stop drive a real orchestrator run without a reload, the live stream is used and the page falls
+back to polling when it breaks, and a 401 brings up the API-key form.
 
 Chromium comes from `make test` (apt-get install chromium chromium-driver when /usr/bin/chromium is absent).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
 import struct
@@ -32,7 +34,8 @@ from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-ARTIFACTS = PROJECT / "test-artifacts"
+# UPDATE_SCREENSHOTS=1: the 1280-px screenshot also becomes the README's (a normal run leaves the checkout alone).
+README_SCREENSHOT = PROJECT / "docs" / "screenshot.png"
 API_KEY = "page-test-key-0123456789"
 XSS_MESSAGE = 'page test <img src=x onerror="window.__xss=1"><b id="xss-probe">not bold</b> & "quotes"'
 STREAM_MAX_SECONDS = 12  # the server ends each stream after this; the page reconnects (used by the fallback test)
@@ -306,12 +309,10 @@ def test_quality_and_health_charts_render(server, browser):
     assert console_errors(browser) == []
 
 
-def test_layout_at_1280_and_390_with_screenshots(server, browser):
-    ARTIFACTS.mkdir(exist_ok=True)
+def test_layout_at_1280_and_390_with_screenshots(server, browser, tmp_path):
     open_page(browser, server, 1280, 900)
     wait(browser).until(lambda d: d.execute_script("return !!(window.Chart && Chart.getChart('quality-chart'))"))
-    wide = ARTIFACTS / "dashboard-1280x900.png"
-    wide.unlink(missing_ok=True)
+    wide = tmp_path / "dashboard-1280x900.png"
     assert browser.save_screenshot(str(wide))
     assert browser.execute_script("return document.documentElement.scrollWidth") <= 1280
 
@@ -326,21 +327,22 @@ def test_layout_at_1280_and_390_with_screenshots(server, browser):
     assert sizes["doc"] <= 390 + 1 and sizes["body"] <= 390 + 1, sizes
     assert sizes["table"] > sizes["tableBox"], "the agents table scrolls inside its box on a narrow screen"
     assert 200 < sizes["chart"] <= 390, sizes
-    narrow = ARTIFACTS / "dashboard-390x844.png"
-    narrow.unlink(missing_ok=True)
+    narrow = tmp_path / "dashboard-390x844.png"
     assert browser.save_screenshot(str(narrow))
 
     height = browser.execute_script("return document.documentElement.scrollHeight")
     shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
         "format": "png", "captureBeyondViewport": True,
         "clip": {"x": 0, "y": 0, "width": 390, "height": height, "scale": 1}})
-    full = ARTIFACTS / "dashboard-390-full-page.png"
+    full = tmp_path / "dashboard-390-full-page.png"
     full.write_bytes(base64.b64decode(shot["data"]))
 
     assert png_size(wide) == (1280, 900) and png_size(narrow) == (390, 844)
     assert png_size(full)[0] == 390 and png_size(full)[1] > 844
     for path in (wide, narrow, full):
         assert path.stat().st_size > 20_000, f"{path} looks empty"
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        shutil.copyfile(wide, README_SCREENSHOT)
     viewport(browser, 1280, 900)
     assert console_errors(browser) == []
 
