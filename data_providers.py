@@ -120,7 +120,7 @@ class DataProvider(ABC):
 
     @abstractmethod
     def stop_training(self) -> Payload:
-        """POST /api/training/stop (contract.TrainingSession; a contract.Answer of 202 while "stopping"); 409 when idle."""
+        """POST /api/training/stop (contract.TrainingSession; an Answer of 202 while "stopping"); 409 when idle."""
 
     @abstractmethod
     def training_session(self, session_id: int) -> Payload:

@@ -90,7 +90,8 @@ CONTENT = {
     "html": lambda schemas: HTML,
     "json_object": lambda schemas: JSON_OBJECT,
     "document": lambda schemas: {"application/json": {"schema": {"type": "object", "description": "this document"}}},
-    "prometheus": lambda schemas: {"text/plain": {"schema": {"type": "string", "description": "Prometheus text format"}}},
+    "prometheus": lambda schemas: {"text/plain": {"schema": {"type": "string",
+                                                             "description": "Prometheus text format"}}},
     "sse": _stream_content,
     "download": _export_content,
 }
@@ -118,6 +119,7 @@ ERRORS = {
          "CLOUD_CONNECT_TIMEOUT_SECONDS)",
 }
 STRING = {"schema": {"type": "string"}}
+
 
 def openapi_path(rule: str) -> str:
     """A Flask rule as an OpenAPI path: `/a/<int:id>/<name>` -> `/a/{id}/{name}`."""

@@ -69,7 +69,7 @@ def query(model: type[BaseModel]) -> BaseModel:
     row = current_app.extensions.get("endpoints", {}).get(request.endpoint)
     if row is None or row.query is not model:
         # A value the cache key leaves out would let one answer stand for another.
-        raise RuntimeError(f"{request.endpoint} reads query model {model.__name__} without declaring it (its row's query)")
+        raise RuntimeError(f"{request.endpoint} reads query model {model.__name__} without declaring it (its row)")
     return read_query(model, request.args)
 
 
