@@ -148,6 +148,14 @@ def test_every_provider_method_has_its_row_and_every_row_its_method():
     assert {row.provider for row in forwarded} == served - {"export_logs"}  # a stream: a method of its own
 
 
+def test_the_named_responses_are_the_rows_models():
+    """contract.RESPONSES (the names the tests check answers by) says what the rows say."""
+    from contract import RESPONSES
+
+    models = {row.name: row.response for row in endpoints.TABLE}
+    assert {name: models.get(name) for name in RESPONSES} == RESPONSES
+
+
 # --- the metrics_quality answer is a model too ---
 
 def test_metrics_quality_is_held_to_its_model():
