@@ -14,13 +14,12 @@ from flask_cors import CORS
 
 import auth
 import database
+import endpoints
 import errors
 import hardening
 import monitoring
-import openapi
 import response_cache
 import routes
-import stream
 import validation
 from config import PROJECT_DIR, load_config
 from data_providers import DataProviderFactory
@@ -91,7 +90,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__)
     # Paths are matched as sent: "//" is no route (a 404, not a redirect to the merged path), and an
     # <int:...> part takes ASCII digits only; a <project:...> part is never the route beside it (`create`).
-    # Set before the blueprints add their rules.
+    # Set before the routes are added.
     app.url_map.merge_slashes = False
     app.url_map.converters["int"] = validation.AsciiIntegerConverter
     app.url_map.converters["project"] = validation.ProjectIdConverter
@@ -107,11 +106,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     hardening.trust_proxy(app)  # last WSGI layer added, so the outermost: everything sees the client's address
     app.extensions["provider"] = DataProviderFactory.get_provider(settings["ENVIRONMENT"], settings)
     app.extensions["started_at"] = time.monotonic()
-    app.register_blueprint(routes.bp)
-    app.register_blueprint(routes.pages)
-    app.register_blueprint(stream.bp)
-    app.register_blueprint(monitoring.bp)
-    app.register_blueprint(openapi.bp)
+    routes.register(app, endpoints.TABLE)
     enable_cors(app)
     start_sampler(app)
     start_ingester(app)

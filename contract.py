@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, model_validator
+from pydantic_core import PydanticCustomError
 
 Num = Optional[float]
 Time = Optional[str]  # ISO 8601 UTC with Z
@@ -22,6 +23,15 @@ class Payload(NamedTuple):
 
     data: object
     warnings: list[str]
+
+
+class Answer(Payload):
+    """A Payload with its own success status: a stop still under way (202), or the cloud upstream's status."""
+
+    def __new__(cls, data, warnings, status: int = 200):
+        answer = super().__new__(cls, data, warnings)
+        answer.status = status
+        return answer
 
 
 class Shape(BaseModel):
@@ -304,9 +314,31 @@ class StartTraining(Shape):
     force: StrictBool = False
 
 
-# Metric-quality's shape has agent ids as keys, so it is checked by hand:
-# {"timestamps": [dates], "system": [...], "<agent_id>": [...], "warnings": [...]}, arrays aligned.
+Series = list[Optional[StrictFloat]]  # a number or null per day; never a string or a boolean
 
+
+class MetricsQuality(BaseModel):
+    """Daily quality over `days`: `timestamps` (dates), `system` and one array per agent id, all aligned to
+    `timestamps`, null where a day has no score."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, Series] = Field(init=False)  # one series per agent id
+
+    timestamps: list[str]
+    system: Series
+    warnings: list[str]
+
+    @model_validator(mode="after")
+    def _aligned(self) -> "MetricsQuality":
+        for key, values in {"system": self.system, **(self.__pydantic_extra__ or {})}.items():
+            if len(values) != len(self.timestamps):
+                raise PydanticCustomError("misaligned", "{key}: {count} values for {length} timestamps",
+                                          {"key": key, "count": len(values), "length": len(self.timestamps)})
+        return self
+
+
+# The answer of each endpoint by its view name (a create answers as the resource it stores); endpoints.py
+# names the same models in its rows, and the tests check answers by these names.
 RESPONSES = {
     "dashboard_overview": Overview,
     "quick_stats": QuickStats,
@@ -319,6 +351,7 @@ RESPONSES = {
     "training_start": TrainingStarted,
     "training_stop": TrainingSession,
     "training_session": TrainingSession,
+    "metrics_quality": MetricsQuality,
     "metric_history": MetricHistory,
     "metrics_comparison": list[ComparisonRow],
     "metrics_trends": Trends,

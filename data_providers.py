@@ -9,11 +9,15 @@ import importlib
 from abc import ABC, abstractmethod
 from typing import Iterator, Optional
 
-from contract import NewProject, Payload
+from contract import NewProject, Payload, StartTraining
 
 
 class DataProvider(ABC):
-    """The contract of every read the API serves; each returns a Payload(data, warnings)."""
+    """The contract of every read the API serves; each returns a Payload(data, warnings).
+
+    A method serves the row of endpoints.TABLE that names it: it takes the row's path parameters and query
+    fields by name, then the validated body model (its last parameter) for a row with a body.
+    """
 
     name = "abstract"
     reads_files = False  # True: the app runs the ingester, which records the files into SQLite
@@ -52,7 +56,7 @@ class DataProvider(ABC):
 
     @abstractmethod
     def metrics_quality(self, days: int) -> Payload:
-        """GET /api/metrics/quality ({timestamps, system, <agent_id>...}, arrays aligned)."""
+        """GET /api/metrics/quality (contract.MetricsQuality: {timestamps, system, <agent_id>...}, aligned)."""
 
     @abstractmethod
     def metric_history(self, metric_name: str, days: int) -> Payload:
@@ -111,13 +115,14 @@ class DataProvider(ABC):
         """Whether the data source is readable: ok, degraded or error (for /api/status)."""
 
     @abstractmethod
-    def start_training(self, force: bool) -> Payload:
+    def start_training(self, options: StartTraining) -> Payload:
         """POST /api/training/start (contract.TrainingStarted, answered 202); ApiError 409 while a run goes."""
 
     @abstractmethod
     def stop_training(self) -> Payload:
-        """POST /api/training/stop (contract.TrainingSession; status "stopping" is answered 202); 409 when idle."""
+        """POST /api/training/stop (contract.TrainingSession; an Answer of 202 while "stopping"); 409 when idle."""
 
+    @abstractmethod
     def training_session(self, session_id: int) -> Payload:
         """GET /api/training/session/<session_id> (contract.TrainingSession); 404 when unknown."""
 

@@ -26,7 +26,7 @@ import training_progress
 from agent_rows import agent_row, agent_rows
 from analytics import daily_last, natural_key, quality_trends, rank_desc, trend_direction
 from config import DEFAULT_MAX_AGENTS
-from contract import NewProject, Payload
+from contract import Answer, NewProject, Payload, StartTraining
 from data_providers import DataProvider
 from errors import ApiError
 from orchestrator_files import OrchestratorFiles
@@ -277,15 +277,16 @@ class LocalDataProvider(DataProvider):
 
     # --- training control (the logic lives in training_control.py) ---
 
-    def start_training(self, force: bool) -> Payload:
+    def start_training(self, options: StartTraining) -> Payload:
         conn = database.get_db()
         self.training.reconcile(conn)
         s = self.state()
-        data = self.training.start(conn, force=force, log_running=s.progress["running"])
+        data = self.training.start(conn, force=options.force, log_running=s.progress["running"])
         return Payload(data, s.warnings)
 
     def stop_training(self) -> Payload:
-        return Payload(self.training.stop(database.get_db()), [])
+        data = self.training.stop(database.get_db())
+        return Answer(data, [], 202 if isinstance(data, dict) and data.get("status") == "stopping" else 200)
 
     def training_session(self, session_id: int) -> Payload:
         session = self.training.session(database.get_db(), session_id)

@@ -11,7 +11,7 @@ import os
 import sqlite3
 import time
 
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -22,7 +22,6 @@ from errors import ApiError
 
 log = logging.getLogger(__name__)
 request_log = logging.getLogger("dashboard")
-bp = Blueprint("monitoring", __name__)
 
 REQUESTS = Counter("dashboard_http_requests_total", "HTTP requests answered", ["endpoint", "method", "status"])
 LATENCY = Histogram("dashboard_http_request_duration_seconds", "Time to answer an HTTP request",
@@ -95,7 +94,6 @@ class DashboardCollector:
                 yield GaugeMetricFamily(f"dashboard_host_{key}", f"{help_text} in percent", value=float(health[key]))
 
 
-@bp.get("/metrics")
 def metrics():
     """Prometheus metrics: requests and latency per endpoint, training, agent quality, host health."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -109,13 +107,11 @@ def metrics():
     return Response(generate_latest(counted) + generate_latest(live), content_type=CONTENT_TYPE_LATEST)
 
 
-@bp.get("/healthz")
 def healthz():
     """Liveness: the process answers."""
     return jsonify({"status": "ok"})
 
 
-@bp.get("/readyz")
 def readyz():
     """Readiness: the database answers and could take a write, the data source is readable; 503 naming
     what is not. Checked without writing (a probe never changes what it watches)."""

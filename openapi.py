@@ -1,121 +1,78 @@
 """GET /api/openapi.json (an OpenAPI 3.1 document) and GET /api/docs (a page that shows it).
 
-The document is generated at request time, never written by hand:
-- paths, methods and path parameters from the app's url_map (so a route added anywhere shows up),
-  summaries from the views' docstrings (as /api/endpoints does);
+The document is generated at request time from the endpoint table, never written by hand:
+- paths, methods and path parameters from the app's url_map (so a route added anywhere shows up), each
+  route's summary, query model, body model, success codes and answer from its row (endpoints.py);
 - response and request-body schemas from contract.py, through pydantic's JSON Schema (the same models
-  the cloud provider checks upstream answers against and the tests hold the local provider to);
+  the cloud provider checks upstream answers against and the tests hold the local provider to), query
+  parameters from the query models (queries.py) as validation.read_query checks them;
 - the error answers from the rules of errors.py, auth.py (and the key settings), hardening.py, database.py and
   gunicorn_worker.py (see `_errors`).
-
-What neither the url_map nor contract.py can tell (which view reads which query parameter, which view
-answers 201/202 or another media type) is in the small tables below, keyed by view name;
-tests/test_openapi.py holds them to the app's real behaviour.
 """
 from __future__ import annotations
 
 import copy
 import functools
-import re
 import typing
 
-from flask import Blueprint, current_app, render_template, url_for
+from flask import current_app, render_template, url_for
 from pydantic import TypeAdapter
 
 import auth
 import contract
+import endpoints
 from config import VERSION
-from routes import EXPORT_FORMATS, LOG_LEVELS
-from validation import ID_RE, MAX_OFFSET, PROJECTS_PAGE
-
-bp = Blueprint("openapi", __name__, url_prefix="/api")
+from endpoints import Endpoint
+from validation import ID_RE, IntSpec, field_spec
 
 REF = "#/components/schemas/{model}"
 SQLITE_MAX_INT = 2**63 - 1
 METHODS = ("get", "post", "put", "patch", "delete")
 
-# --- what the views read from the query string (validation.py's checks and their bounds) ---
+
+def query_parameters(model) -> list[dict]:
+    """The OpenAPI parameters of a query model, as validation.read_query checks them."""
+    params = []
+    for name, field in (model.model_fields.items() if model is not None else ()):
+        spec, what = field_spec(field), field.description
+        if isinstance(spec, IntSpec):
+            params.append({"name": name, "in": "query", "required": False,
+                           "description": f"{what} ({spec.lo}-{spec.hi}, default {spec.default})",
+                           "schema": {"type": "integer", "minimum": spec.lo, "maximum": spec.hi,
+                                      "default": spec.default}})
+            continue
+        # validation.check_choice: case-insensitive, and an empty value counts as absent
+        schema: dict = {"type": "string", "enum": [*spec.choices, ""]}
+        if spec.default is not None:
+            schema["default"] = spec.default
+        params.append({"name": name, "in": "query", "required": False, "schema": schema,
+                       "description": f"{what}: one of {', '.join(spec.choices)} (case-insensitive); empty or "
+                                      "absent: " + (spec.default if spec.default else "no filter")})
+    return params
 
 
-def _int_param(name: str, default: int, lo: int, hi: int, what: str) -> dict:
-    return {"name": name, "in": "query", "required": False, "description": f"{what} ({lo}-{hi}, default {default})",
-            "schema": {"type": "integer", "minimum": lo, "maximum": hi, "default": default}}
-
-
-def _choice_param(name: str, choices: tuple[str, ...], default: str | None, what: str) -> dict:
-    # validation.choice_arg: case-insensitive, and an empty value counts as absent
-    schema: dict = {"type": "string", "enum": [*choices, ""]}
-    if default is not None:
-        schema["default"] = default
-    return {"name": name, "in": "query", "required": False, "schema": schema,
-            "description": f"{what}: one of {', '.join(choices)} (case-insensitive); empty or absent: "
-                           + (default if default else "no filter")}
-
-
-DAYS = _int_param("days", 7, 1, 365, "days back from today")
-LIMIT = _int_param("limit", 50, 1, 1000, "how many events at most")
-HOURS = _int_param("hours", 24, 1, 720, "hours back from now")
-OFFSET = _int_param("offset", 0, 0, MAX_OFFSET, "events to skip (newest first)")
-PROJECT_LIMIT = _int_param("limit", PROJECTS_PAGE, 1, 1000, "how many projects at most")
-PROJECT_OFFSET = _int_param("offset", 0, 0, MAX_OFFSET, "projects to skip (newest first)")
-LEVEL = _choice_param("level", LOG_LEVELS, None, "only events of this level")
-FORMAT = _choice_param("format", EXPORT_FORMATS, "json", "file format of the download")
-
-QUERY = {
-    "training_history": (DAYS,),
-    "metrics_quality": (DAYS,),
-    "metric_history": (DAYS,),
-    "metrics_trends": (DAYS,),
-    "health_history": (HOURS,),
-    "recent_logs": (LIMIT, LEVEL),
-    "system_errors": (LIMIT,),
-    "training_logs": (LIMIT, OFFSET),
-    "export_logs": (FORMAT, DAYS),
-    "storyboard_projects": (PROJECT_LIMIT, PROJECT_OFFSET),
-}
-
-# --- request bodies: view -> (contract model, required) ---
-
-BODIES = {
-    "create_storyboard_project": (contract.NewProject, True),
-    "training_start": (contract.StartTraining, False),
-}
-
-# --- success answers that are not "200 with contract.RESPONSES[view]" ---
-# Each value maps a status to a contract.RESPONSES name, or to a `content` object built below.
+# --- answers that are not one contract model: a row's `response` names its kind ---
 
 JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
 HTML = {"text/html": {"schema": {"type": "string"}}}
 
 
-def _metrics_quality_schema() -> dict:
-    """/api/metrics/quality has agent ids as keys (contract.py checks it by hand; so does the cloud provider)."""
-    series = TypeAdapter(list[contract.Num]).json_schema()
-    return {"type": "object", "title": "MetricsQuality",
-            "description": "Daily quality over `days`: `timestamps` (dates), `system` and one array per agent id, "
-                           "all aligned to `timestamps`, null where a day has no score.",
-            "properties": {"timestamps": {"type": "array", "items": {"type": "string"}}, "system": series,
-                           "warnings": {"type": "array", "items": {"type": "string"}}},
-            "required": ["timestamps", "system", "warnings"], "additionalProperties": series}
-
-
-def _export_content() -> dict:
+def _export_content(schemas: dict) -> dict:
     return {"application/json": {"schema": {"type": "array", "items": {"$ref": REF.format(model="LogEvent")}}},
             "text/csv": {"schema": {"type": "string", "description": "header timestamp,level,source,message"}},
             "application/x-ndjson": {"schema": {"type": "string", "description": "one LogEvent JSON per line"}}}
 
 
-# The stream's events: event name -> the contract.RESPONSES answer its `data` is (or the LogEvent model).
-STREAM_EVENTS = {"training": "training_status", "health": "system_health", "alert": "system_alerts",
-                 "log": "LogEvent"}
+# The stream's events: event name -> the contract model its `data` is.
+STREAM_EVENTS = {"training": contract.TrainingStatus, "health": contract.SystemHealth,
+                 "alert": list[contract.Alert], "log": contract.LogEvent}
 
 
-def _stream_content() -> dict:
+def _stream_content(schemas: dict) -> dict:
     """text/event-stream, whose `schema` is one event as an SSE client parses it (OpenAPI 3.1 has no
     `itemSchema`; schemathesis reads a 3.1 stream's `schema` so): `event` names it, `data` is JSON."""
-    data = contract_schemas()[0]
     events = [{"properties": {"event": {"const": event}, "data": {
-        "contentMediaType": "application/json", "contentSchema": data[shape]}}} for event, shape in STREAM_EVENTS.items()]
+        "contentMediaType": "application/json", "contentSchema": schemas[shape]}}} for event, shape in STREAM_EVENTS.items()]
     return {"text/event-stream": {"schema": {
         "type": "object", "title": "ServerSentEvent", "required": ["event", "data"],
         "description": "One Server-Sent Event; the body is a stream of them, not one JSON value. `training`: the "
@@ -129,26 +86,17 @@ def _stream_content() -> dict:
         "oneOf": events}}}
 
 
-SUCCESS = {
-    "training_start": {202: "training_start"},
-    "training_stop": {200: "training_stop", 202: "training_stop"},
-    "create_storyboard_project": {201: "storyboard_project"},
-    "metrics_quality": {200: {"application/json": {"schema": {"$ref": REF.format(model="MetricsQuality")}}}},
-    "export_logs": {200: _export_content()},
-    "stream": {200: _stream_content},
-    "openapi_json": {200: {"application/json": {"schema": {"type": "object", "description": "this document"}}}},
-    "api_docs": {200: HTML},
-    "index": {200: HTML},
-    "metrics": {200: {"text/plain": {"schema": {"type": "string", "description": "Prometheus text format"}}}},
-    "healthz": {200: JSON_OBJECT},
-    "readyz": {200: JSON_OBJECT, 503: JSON_OBJECT},
+CONTENT = {
+    "html": lambda schemas: HTML,
+    "json_object": lambda schemas: JSON_OBJECT,
+    "document": lambda schemas: {"application/json": {"schema": {"type": "object", "description": "this document"}}},
+    "prometheus": lambda schemas: {"text/plain": {"schema": {"type": "string",
+                                                             "description": "Prometheus text format"}}},
+    "sse": _stream_content,
+    "download": _export_content,
 }
 SUCCESS_TEXT = {200: "OK", 201: "Created", 202: "Accepted: under way (the run started, or is still stopping)",
                 503: "Not ready"}
-
-# Views of the `api` blueprint that answer without the provider (no upstream, database errors caught).
-NOT_PROVIDER = frozenset({"api_status", "endpoints", "stream", "openapi_json", "api_docs"})
-CONFLICTS = frozenset({"training_start", "training_stop"})
 ERRORS = {
     304: "Not Modified: the `If-None-Match` ETag matches (no body)",
     400: "A bad query parameter, path id or body; the message names it",
@@ -172,17 +120,15 @@ ERRORS = {
 }
 STRING = {"schema": {"type": "string"}}
 
-_RULE_ARG = re.compile(r"<(?:(?P<converter>[a-zA-Z_]+)(?:\([^)]*\))?:)?(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)>")
-
 
 def openapi_path(rule: str) -> str:
     """A Flask rule as an OpenAPI path: `/a/<int:id>/<name>` -> `/a/{id}/{name}`."""
-    return _RULE_ARG.sub(lambda m: "{" + m["name"] + "}", rule)
+    return endpoints.RULE_ARG.sub(lambda m: "{" + m["name"] + "}", rule)
 
 
 def _path_params(rule: str, converters: dict) -> list[dict]:
     params = []
-    for match in _RULE_ARG.finditer(rule):
+    for match in endpoints.RULE_ARG.finditer(rule):
         converter = match["converter"] or "default"
         reserved = getattr(converters.get(converter), "reserved", ())  # words that are routes of their own
         if reserved:
@@ -204,18 +150,20 @@ def _path_params(rule: str, converters: dict) -> list[dict]:
     return params
 
 
-@functools.cache
-def contract_schemas() -> tuple[dict[str, dict], dict[str, dict]]:
-    """({RESPONSES name or body model name: schema}, components.schemas), from contract.py's pydantic models."""
-    inputs = [(name, "validation", TypeAdapter(shape)) for name, shape in contract.RESPONSES.items()]
-    inputs += [(model.__name__, "validation", TypeAdapter(model)) for model, _ in BODIES.values()]
-    inputs += [("LogEvent", "validation", TypeAdapter(contract.LogEvent))]
+def _is_model(response: object) -> bool:
+    return response is not None and not isinstance(response, str)
+
+
+@functools.lru_cache(maxsize=8)
+def contract_schemas(rows: tuple[Endpoint, ...]) -> tuple[dict, dict[str, dict]]:
+    """({contract model or body model: schema}, components.schemas) of the rows, through pydantic."""
+    shapes = [row.response for row in rows if _is_model(row.response)] + [row.body for row in rows if row.body]
+    shapes += [*STREAM_EVENTS.values(), contract.LogEvent]
+    inputs = [(shape, "validation", TypeAdapter(shape)) for shape in dict.fromkeys(shapes)]
     mapping, definitions = TypeAdapter.json_schemas(inputs, ref_template=REF)
     components = dict(definitions.get("$defs", {}))
-    for extra in ("Error", "MetricsQuality"):
-        if extra in components:
-            raise RuntimeError(f"contract.py defines {extra}, which openapi.py defines too")
-    components["MetricsQuality"] = _metrics_quality_schema()
+    if "Error" in components:
+        raise RuntimeError("contract.py defines Error, which openapi.py defines too")
     components["Error"] = {
         "type": "object", "title": "Error", "required": ["error", "status"], "additionalProperties": True,
         "description": "Every error under /api/: the message names what is wrong; some carry more keys.",
@@ -226,36 +174,39 @@ def contract_schemas() -> tuple[dict[str, dict], dict[str, dict]]:
             "retry_after_seconds": {"type": "integer", "description": "429: seconds until the next minute"},
         },
     }
-    return {name: schema for (name, _), schema in mapping.items()}, components
+    return {shape: schema for (shape, _), schema in mapping.items()}, components
 
 
-def _json(name: str) -> dict:
-    return {"application/json": {"schema": contract_schemas()[0][name]}}
-
-
-def _success(view: str, method: str, path: str) -> dict:
-    """{status: response object} of a view's success answers."""
-    table = SUCCESS.get(view) or ({200: view} if view in contract.RESPONSES else {200: {"*/*": {}}})
+def _success(row: Endpoint | None, method: str, path: str, schemas: dict) -> dict:
+    """{status: response object} of a route's success answers (any content for a route without a row)."""
+    if row is None:
+        return {"200": {"description": "OK", "content": {"*/*": {}}}}
+    download = row.response == "download"
     responses = {}
-    for status, spec in table.items():
-        content = _json(spec) if isinstance(spec, str) else spec() if callable(spec) else spec
+    for status in row.codes:
+        if _is_model(row.response):
+            content = {"application/json": {"schema": schemas[row.response]}}
+        else:
+            content = CONTENT[row.response](schemas)
         response: dict = {"description": SUCCESS_TEXT.get(status, "OK"), "content": content}
-        if isinstance(spec, str) and typing.get_origin(contract.RESPONSES[spec]) is list:
+        if _is_model(row.response) and typing.get_origin(row.response) is list:
             response["headers"] = {"X-Data-Warnings": {
                 "description": "JSON list of what could not be read (present when non-empty)", **STRING}}
-        if view == "export_logs":
+        if download:
             response["headers"] = {"Content-Disposition": {"description": "attachment; filename=...", **STRING}}
         if method == "get" and path.startswith("/api/") and status == 200 and "application/json" in content \
-                and view != "export_logs":
+                and not download:
             response.setdefault("headers", {})["ETag"] = {"description": "for If-None-Match", **STRING}
         responses[str(status)] = response
     return responses
 
 
-def _errors(view: str, blueprint: str, method: str, path: str, params: list[dict], body: bool,
-            json_ok: bool, keyed: bool) -> list[int]:
-    """The other statuses a view can answer, from the app's rules (auth.py, hardening.py, errors.py, database.py)."""
+def _errors(row: Endpoint | None, method: str, path: str, params: list[dict], json_ok: bool,
+            keyed: bool) -> list[int]:
+    """The other statuses a route can answer, from its row and the app's rules (auth.py, hardening.py,
+    errors.py, database.py)."""
     api = path.startswith("/api/")
+    body = row is not None and row.body is not None and method == "post"
     codes = {414, 431}  # gunicorn's own refusals, any path (gunicorn_worker.py)
     if any(p["in"] == "query" or p["schema"].get("type") == "string" for p in params) or body:
         codes.add(400)
@@ -265,45 +216,43 @@ def _errors(view: str, blueprint: str, method: str, path: str, params: list[dict
         codes.add(404)
     if any("not" in p["schema"] for p in params if p["in"] == "path"):
         codes.add(405)
-    if view in CONFLICTS:
-        codes.add(409)
+    if row is not None:
+        codes.update(row.errors)
     if body:
         codes.update((413, 415))
     if api and method == "post":
         codes.add(429)
-    if blueprint == "api" and view not in NOT_PROVIDER:
+    if api and row is not None and row.provider:  # the provider's failures: its upstream, its database
         codes.update((502, 503, 504))
-    if view == "stream":
-        codes.add(503)
     if api and method == "get" and json_ok:  # hardening.revalidate_json
         codes.add(304)
     return sorted(codes)
 
 
-def _operation(rule, view_func, method: str, config) -> dict:
-    blueprint, _, view = rule.endpoint.rpartition(".")
+def _operation(rule, row: Endpoint | None, method: str, app) -> dict:
+    view = row.name if row is not None else rule.endpoint.rpartition(".")[2]
     path = openapi_path(rule.rule)
-    doc = (view_func.__doc__ or "").strip().splitlines()
-    params = _path_params(rule.rule, rule.map.converters) + list(QUERY.get(view, ()))
-    body = BODIES.get(view) if method == "post" else None
+    schemas = contract_schemas(tuple(endpoints.rows_of(app).values()))[0]
+    params = _path_params(rule.rule, rule.map.converters) + query_parameters(row.query if row else None)
     segments = path.strip("/").split("/")
     tag = segments[1] if path.startswith("/api/") and len(segments) > 2 else (
         "service" if path.startswith("/api/") else "page" if path == "/" else "operations")
-    operation: dict = {"operationId": view, "summary": doc[0] if doc else "", "tags": [tag]}
+    operation: dict = {"operationId": view, "summary": endpoints.summary(app, rule, row), "tags": [tag]}
+    doc = (app.view_functions[rule.endpoint].__doc__ or "").strip().splitlines()
     if len(doc) > 1:
         operation["description"] = "\n".join(line.strip() for line in doc[1:]).strip()
     if params:
         operation["parameters"] = params
-    if body:
-        model, required = body
-        operation["requestBody"] = {"required": required, "content": {
-            "application/json": {"schema": contract_schemas()[0][model.__name__]}}}
-    keyed = auth.key_required(config, method.upper(), path)  # never without API_KEY: then nothing needs a key
+    if row is not None and row.body is not None and method == "post":
+        operation["requestBody"] = {"required": row.body_required, "content": {
+            "application/json": {"schema": schemas[row.body]}}}
+    keyed = auth.key_required(app.config, method.upper(), path)  # never without API_KEY: then nothing needs a key
     if keyed:
         operation["security"] = [{"bearerAuth": []}]
-    responses = _success(view, method, path)
-    json_ok = "application/json" in responses.get("200", {}).get("content", {}) and view != "export_logs"
-    for code in _errors(view, blueprint, method, path, params, body is not None, json_ok, keyed):
+    responses = _success(row, method, path, schemas)
+    json_ok = "application/json" in responses.get("200", {}).get("content", {}) and (
+        row is None or row.response != "download")
+    for code in _errors(row, method, path, params, json_ok, keyed):
         if code == 304:
             responses["304"] = {"description": ERRORS[304]}
             continue
@@ -320,19 +269,14 @@ def _operation(rule, view_func, method: str, config) -> dict:
     return operation
 
 
-def routes(app) -> list:
-    """The app's rules in path order, without the static files (as /api/endpoints lists them)."""
-    return [rule for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule) if rule.endpoint != "static"]
-
-
 def document(app) -> dict:
     """The OpenAPI 3.1 document of `app` as it is now: every route, every contract shape, the key its settings need."""
     paths: dict[str, dict] = {}
-    for rule in routes(app):
+    for rule, row in endpoints.listing(app):
         item = paths.setdefault(openapi_path(rule.rule), {})
         for method in sorted(m.lower() for m in rule.methods or ()):
             if method in METHODS:
-                item[method] = _operation(rule, app.view_functions[rule.endpoint], method, app.config)
+                item[method] = _operation(rule, row, method, app)
     operations = [(path, method, op) for path, item in paths.items() for method, op in item.items()]
     ids = [op["operationId"] for _, _, op in operations]
     for path, method, op in operations:
@@ -352,7 +296,7 @@ def document(app) -> dict:
         },
         "paths": paths,
         "components": {
-            "schemas": dict(sorted(contract_schemas()[1].items())),
+            "schemas": dict(sorted(contract_schemas(tuple(endpoints.rows_of(app).values()))[1].items())),
             **({"securitySchemes": {"bearerAuth": {
                 "type": "http", "scheme": "bearer",
                 "description": "`Authorization: Bearer <API_KEY>`, on the operations that list it."}}}
@@ -369,7 +313,6 @@ def _key_text(config) -> str:
     return "This server sets an API key: every POST needs it (bearer); reads are open."
 
 
-@bp.get("/openapi.json")
 def openapi_json():
     """This API as an OpenAPI 3.1 document, generated from the routes and the response contract."""
     body = current_app.extensions.get("openapi_json")
@@ -378,7 +321,6 @@ def openapi_json():
     return current_app.response_class(body, mimetype="application/json")
 
 
-@bp.get("/docs")
 def api_docs():
     """The API reference: a page that renders /api/openapi.json (Swagger UI, served from this server)."""
     return render_template("api_docs.html", spec_url=url_for("openapi.openapi_json"))

@@ -2,7 +2,7 @@
 
 Within RESPONSE_CACHE_SECONDS an answer is served again exactly as it was sent, headers included, by a
 WSGI layer in front of Flask: a cache hit skips routing and every hook, and is only logged and counted.
-Answers are kept per path, the query parameters the endpoint reads (validation.query_params; others, such
+Answers are kept per path, the query parameters the endpoint reads (its row's query model; others, such
 as a browser's `_=` cache-buster, do not make another entry) and Origin (the CORS headers differ by origin),
 and only for readers the key check lets through. `If-None-Match` is answered here: a matching ETag gets a
 304. 0 turns the cache off. Memory is bounded by RESPONSE_CACHE_MAX_BYTES (bodies and headers, the oldest
@@ -33,8 +33,8 @@ from werkzeug.routing import RequestRedirect
 
 import auth
 import database
+import endpoints
 import monitoring
-from validation import declared_params
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ def changed_by(post_path: str) -> tuple[str, ...]:
 
 
 def query_params_of(app: Flask) -> Callable[[str], tuple]:
-    """path -> the query parameters its GET endpoint reads (validation.query_params); none when no route."""
+    """path -> the query parameters its GET endpoint reads (its row's query model); none when no row."""
     remembered: dict[str, tuple] = {}
 
     def params_of(path: str) -> tuple:
@@ -251,7 +251,7 @@ def query_params_of(app: Flask) -> Callable[[str], tuple]:
                 endpoint, _args = app.url_map.bind("localhost").match(path, method="GET")
             except (HTTPException, RequestRedirect):
                 endpoint = None
-            names = frozenset(declared_params(app.view_functions.get(endpoint)))
+            names = frozenset(endpoints.query_names(endpoints.rows_of(app).get(endpoint)))
             if len(remembered) >= PATHS_REMEMBERED:
                 remembered.clear()
             remembered[path] = names

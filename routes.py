@@ -1,27 +1,30 @@
-"""Every route of the API in one table: views validate input, call one provider function, return JSON.
-Each view declares the query parameters it reads (@query_params): the response cache keys by these."""
+"""The routes of the server, registered from the endpoint table (endpoints.py): one generic view for the rows
+without a view of their own (check the path ids and the query, validate the body, call the provider method,
+answer its Payload as JSON), and the few views of their own: the page, /api/status, /api/endpoints and the
+log download."""
 from __future__ import annotations
 
 import csv
+import importlib
+import inspect
 import io
 import json
 import time
+from typing import Callable, Iterable
 
-from flask import Blueprint, Response, current_app, jsonify, render_template, request, stream_with_context
+from flask import Flask, Response, current_app, jsonify, render_template, request, stream_with_context
 from pydantic import ValidationError
 
 import database
+import endpoints
 from config import VERSION
-from contract import NewProject, Payload, StartTraining
+from contract import Payload
+from endpoints import Endpoint
 from errors import ApiError
-from validation import (MAX_OFFSET, PROJECTS_PAGE, check_id, choice_arg, days_arg, int_arg, limit_arg,
-                        query_params)
+from queries import Export
+from validation import check_id, query
 
-bp = Blueprint("api", __name__, url_prefix="/api")
-pages = Blueprint("pages", __name__)
-
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-EXPORT_FORMATS = ("json", "csv", "ndjson")
+SQLITE_MAX_INT = 2**63 - 1
 
 
 def provider():
@@ -32,7 +35,7 @@ def provider():
 def respond(payload: Payload, status: int = 200):
     """JSON for a provider answer: objects carry `warnings`; lists carry them in X-Data-Warnings."""
     data, warnings = payload
-    status = getattr(payload, "status", None) or status  # the cloud provider passes the upstream's status on
+    status = getattr(payload, "status", None) or status  # a contract.Answer: a stop under way, the upstream's status
     warnings = list(dict.fromkeys(warnings))
     if isinstance(data, dict):
         response = jsonify({**data, "warnings": warnings})
@@ -79,192 +82,70 @@ def validated(model, body: dict):
         raise ApiError(400, f"invalid body: {fields}") from None
 
 
-# --- page ---
+def register(app: Flask, rows: Iterable[Endpoint]) -> None:
+    """Add a route for each row (its own view, or the generic one) and remember the row by endpoint name."""
+    for row in rows:
+        view = _own_view(row) if row.view else generic_view(row, _body_parameter(row, app.extensions["provider"]))
+        app.add_url_rule(row.rule, endpoint=row.endpoint, view_func=view, methods=list(row.methods))
+        endpoints.rows_of(app)[row.endpoint] = row
 
-@pages.get("/")
+
+def _own_view(row: Endpoint) -> Callable:
+    """A row's own view: the function itself, or "module:function" (imported here, so no module cycle)."""
+    if callable(row.view):
+        return row.view
+    module, _, name = row.view.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _body_parameter(row: Endpoint, provider_: object) -> str | None:
+    """The provider method's parameter that takes the body: the one neither the path nor the query names.
+    A row and a method that do not fit fail at start-up, naming both."""
+    method = getattr(provider_, row.provider, None)
+    if method is None:
+        raise RuntimeError(f"{row.rule}: the provider {type(provider_).__name__} has no method {row.provider}")
+    named, signature = [*endpoints.path_names(row.rule), *endpoints.query_names(row)], inspect.signature(method)
+    rest = [name for name in signature.parameters if name not in named]
+    if len(rest) != (1 if row.body else 0) or not set(named) <= set(signature.parameters):
+        raise RuntimeError(f"{row.rule}: {row.provider}{signature} does not take the path parameters and query "
+                           f"fields {named}" + (" and then the body" if row.body else ""))
+    return rest[0] if row.body else None
+
+
+def generic_view(row: Endpoint, body_parameter: str | None) -> Callable:
+    """The view of a row: path ids, query and body checked (400s naming them), then the provider's answer."""
+    def view(**path):
+        arguments = {name: _path_value(name, value) for name, value in path.items()}
+        if row.query is not None:
+            arguments.update(dict(query(row.query)))
+        if row.body is not None:
+            raw = json_body() if row.body_required or request.get_data(cache=True) else {}
+            arguments[body_parameter] = validated(row.body, raw)
+        return respond(getattr(provider(), row.provider)(**arguments), row.codes[0])
+    view.__name__, view.__doc__ = row.name, row.summary
+    return view
+
+
+def _path_value(name: str, value):
+    """A path id checked: a string is a safe id (400 naming it), an integer one SQLite can hold (else 404)."""
+    if isinstance(value, int):
+        if value > SQLITE_MAX_INT:  # past SQLite's integers (sqlite3 would raise OverflowError): no such row
+            raise ApiError(404, f"unknown {name}: {value}")
+        return value
+    return check_id(value, name)
+
+
+# --- views of their own ---
+
 def index():
     """The dashboard page (a shell; all data comes from /api/*)."""
     return render_template("index.html")
 
 
-# --- dashboard ---
-
-@bp.get("/dashboard/overview")
-def dashboard_overview():
-    """Phase, overall quality, last and next training, improvements and quality trend."""
-    return respond(provider().dashboard_overview())
-
-
-@bp.get("/dashboard/quick-stats")
-def quick_stats():
-    """Header counters: agents online/total, quality, last training, running, alerts, errors in 24 h."""
-    return respond(provider().quick_stats())
-
-
-# --- agents ---
-
-@bp.get("/agents/status")
-def agents_status():
-    """Every agent with status, quality, processing time, improvement and recent errors."""
-    return respond(provider().agents_status())
-
-
-@bp.get("/agents/health")
-def agents_health():
-    """Agent counts by status, agents below the quality threshold, overall status."""
-    return respond(provider().agents_health())
-
-
-@bp.get("/agents/<agent_id>")
-def agent_detail(agent_id):
-    """One agent's status, configuration and recent quality history."""
-    return respond(provider().agent_detail(check_id(agent_id, "agent_id")))
-
-
-# --- training ---
-
-@bp.get("/training/status")
-def training_status():
-    """Whether a run is going, its phase, agent, progress and time left; last phase durations."""
-    return respond(provider().training_status())
-
-
-@bp.get("/training/history")
-@query_params("days")
-def training_history():
-    """Runs of the last `days` days (1-365, default 7), newest first."""
-    return respond(provider().training_history(days_arg()))
-
-
-@bp.get("/training/schedule")
-def training_schedule():
-    """The cron schedule, its description, whether enabled, and the next run."""
-    return respond(provider().training_schedule())
-
-
-@bp.post("/training/start")
-def training_start():
-    """Start a training run (body {"force": bool} optional); 202 with the session, 409 while one runs."""
-    body = json_body() if request.get_data(cache=True) else {}
-    return respond(provider().start_training(validated(StartTraining, body).force), 202)
-
-
-@bp.post("/training/stop")
-def training_stop():
-    """Stop the running training (SIGTERM, SIGKILL after the grace); 200 once ended, 202 while stopping."""
-    payload = provider().stop_training()
-    stopping = isinstance(payload.data, dict) and payload.data.get("status") == "stopping"
-    return respond(payload, 202 if stopping else 200)
-
-
-@bp.get("/training/session/<int:session_id>")
-def training_session(session_id):
-    """One dashboard training session: status, start and end, exit code, error message."""
-    if session_id > 2**63 - 1:  # past SQLite's integers (sqlite3 would raise OverflowError): no such session
-        raise ApiError(404, f"unknown session_id: {session_id}")
-    return respond(provider().training_session(session_id))
-
-
-# --- metrics ---
-
-@bp.get("/metrics/quality")
-@query_params("days")
-def metrics_quality():
-    """Daily quality of the system and each agent over `days`, arrays aligned to `timestamps`."""
-    return respond(provider().metrics_quality(days_arg()))
-
-
-@bp.get("/metrics/history/<metric_name>")
-@query_params("days")
-def metric_history(metric_name):
-    """The points of one metric of training_metrics.json over `days`."""
-    return respond(provider().metric_history(check_id(metric_name, "metric_name"), days_arg()))
-
-
-@bp.get("/metrics/comparison")
-def metrics_comparison():
-    """Agents side by side, ranked by latest quality."""
-    return respond(provider().metrics_comparison())
-
-
-@bp.get("/metrics/trends")
-@query_params("days")
-def metrics_trends():
-    """System quality over `days` with its 7-day moving average and direction; per-agent trends."""
-    return respond(provider().metrics_trends(days_arg()))
-
-
-# --- system ---
-
-@bp.get("/system/health")
-def system_health():
-    """CPU, memory and disk use, uptime and connections of the host."""
-    return respond(provider().system_health())
-
-
-@bp.get("/system/health/history")
-@query_params("hours")
-def health_history():
-    """Stored host health samples of the last `hours` (1-720, default 24), oldest first."""
-    return respond(provider().health_history(int_arg("hours", 24, 1, 720)))
-
-
-@bp.get("/system/logs/recent")
-@query_params("limit", "level")
-def recent_logs():
-    """The newest `limit` log events (1-1000, default 50), newest first; optional `level` filter."""
-    return respond(provider().recent_logs(limit_arg(), choice_arg("level", LOG_LEVELS, None)))
-
-
-@bp.get("/system/errors")
-@query_params("limit")
-def system_errors():
-    """The newest ERROR and WARNING log events, newest first."""
-    return respond(provider().system_errors(limit_arg()))
-
-
-@bp.get("/system/alerts")
-def system_alerts():
-    """Active alerts with severity, source, message and since when."""
-    return respond(provider().system_alerts())
-
-
-# --- storyboard ---
-
-@bp.get("/storyboard/projects")
-@query_params("limit", "offset")
-def storyboard_projects():
-    """Storyboard projects, newest first: `limit` (1-1000, default 100) from `offset`."""
-    return respond(provider().storyboard_projects(limit_arg(PROJECTS_PAGE), int_arg("offset", 0, 0, MAX_OFFSET)))
-
-
-@bp.get("/storyboard/project/<project:project_id>")
-def storyboard_project(project_id):
-    """One project with its scenes."""
-    return respond(provider().storyboard_project(check_id(project_id, "project_id")))
-
-
-@bp.post("/storyboard/project/create")
-def create_storyboard_project():
-    """Store a project: {name (1-200 chars), description?, scenes?: [{title, description?, duration_sec > 0}]}."""
-    project = validated(NewProject, json_body())
-    return respond(provider().create_storyboard_project(project), 201)
-
-
-# --- logs ---
-
-@bp.get("/logs/training")
-@query_params("limit", "offset")
-def training_logs():
-    """Training log events, newest first, `limit` per page from `offset`."""
-    return respond(provider().training_logs(limit_arg(), int_arg("offset", 0, 0, MAX_OFFSET)))
-
-
-@bp.get("/logs/export")
-@query_params("format", "days")
 def export_logs():
     """A download of the log events of the last `days` as json, csv or ndjson."""
-    fmt, days = choice_arg("format", EXPORT_FORMATS, "json"), days_arg()
+    options = query(Export)
+    fmt, days = options.format, options.days
     events = provider().export_logs(days)
     filename = f"training-logs-{time.strftime('%Y%m%d')}-{days}d.{fmt}"
     mimetype = {"json": "application/json", "csv": "text/csv", "ndjson": "application/x-ndjson"}[fmt]
@@ -298,9 +179,6 @@ def _csv_lines(events):
     yield buffer.getvalue()
 
 
-# --- utility ---
-
-@bp.get("/status")
 def api_status():
     """Service status, version, environment, provider, uptime, database and data-source health."""
     db_state = "ok" if database.ping() else "error"
@@ -312,15 +190,8 @@ def api_status():
                     "database": db_state, "data_source": source})
 
 
-@bp.get("/endpoints")
-def endpoints():
+def endpoints_list():
     """Every route of this server with its methods and description."""
-    rows = []
-    for rule in sorted(current_app.url_map.iter_rules(), key=lambda r: r.rule):
-        if rule.endpoint == "static":
-            continue
-        view = current_app.view_functions[rule.endpoint]
-        doc = (view.__doc__ or "").strip().splitlines()
-        rows.append({"path": rule.rule, "methods": sorted(rule.methods - {"HEAD", "OPTIONS"}),
-                     "description": doc[0] if doc else ""})
-    return jsonify(rows)
+    return jsonify([{"path": rule.rule, "methods": sorted(rule.methods - {"HEAD", "OPTIONS"}),
+                     "description": endpoints.summary(current_app, rule, row)}
+                    for rule, row in endpoints.listing(current_app)])

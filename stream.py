@@ -12,11 +12,9 @@ import threading
 import time
 from typing import Iterator
 
-from flask import Blueprint, Response, current_app, request, stream_with_context
+from flask import Response, current_app, request, stream_with_context
 
 from errors import ApiError
-
-bp = Blueprint("stream", __name__, url_prefix="/api")
 
 # Set by gunicorn.conf.py when the worker is asked to stop, so open streams end at once.
 shutting_down = threading.Event()
@@ -108,7 +106,6 @@ def events(provider, config: dict, sock=None) -> Iterator[str]:
             return
 
 
-@bp.get("/stream")
 def stream():
     """Server-Sent Events: `training`, `health`, `alert` and `log`, and a heartbeat comment every 15 s."""
     config = current_app.config

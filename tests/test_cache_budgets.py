@@ -8,11 +8,11 @@ import json
 
 import pytest
 
+import endpoints
 import openapi
 import response_cache
 from conftest import ingest
 from test_production import StepClock
-from validation import declared_params
 
 HISTORY = "/api/metrics/history/system_overall_quality?days=30"
 
@@ -112,19 +112,26 @@ def test_expired_answers_are_dropped_unless_being_recomputed(monkeypatch):
 
 
 def test_every_view_declares_the_query_parameters_the_api_documents(app):
-    documented = {view: {p["name"] for p in params} for view, params in openapi.QUERY.items()}
+    paths = openapi.document(app)["paths"]
     for rule in app.url_map.iter_rules():
-        view = rule.endpoint.rpartition(".")[2]
-        assert set(declared_params(app.view_functions[rule.endpoint])) == documented.get(view, set()), rule.rule
+        documented = {p["name"] for op in paths.get(openapi.openapi_path(rule.rule), {}).values()
+                      for p in op.get("parameters", []) if p["in"] == "query"}
+        declared = endpoints.query_names(endpoints.rows_of(app).get(rule.endpoint))
+        assert set(declared) == documented, rule.rule
 
 
 @pytest.mark.parametrize("declared", [True, False])
 def test_a_view_reading_an_undeclared_parameter_fails_loudly(make_app, orchestrator, declared):
-    from validation import days_arg, query_params
+    import routes
+    from queries import Days
+    from validation import query
     app = make_app(orchestrator())
 
     def view():
-        return {"days": days_arg()}
-    app.add_url_rule("/api/_probe", "probe", query_params("days")(view) if declared else view)
+        return {"days": query(Days).days}
+    if declared:
+        routes.register(app, [endpoints.get("/api/_probe", "probe", "json_object", "A probe.", query=Days, view=view)])
+    else:
+        app.add_url_rule("/api/_probe", "probe", view)
     response = app.test_client().get("/api/_probe?days=3")
     assert response.status_code == (200 if declared else 500)
