@@ -10,7 +10,6 @@ import sqlite3
 import threading
 import time
 import weakref
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -268,11 +267,6 @@ def write_problem(path: Path | str) -> str | None:
     if stats.f_bavail * stats.f_frsize < MIN_FREE_BYTES:
         return f"less than {MIN_FREE_BYTES // (1024 * 1024)} MiB free on the database's disk"
     return None
-
-
-def utc_now() -> str:
-    """Now, as the API's ISO 8601 UTC string."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- cache generations: what every worker's caches check before replaying an answer ---

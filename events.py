@@ -7,7 +7,8 @@ import logging
 import sqlite3
 from typing import Iterable, Optional
 
-from database import transaction, utc_now
+from database import transaction
+from timestamps import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -60,31 +61,16 @@ def record_api_error(db_path, method: str, path: str, status: int, message: str)
         log.debug("could not record the API error as an event: %s", err)
 
 
-def newest_events(conn: sqlite3.Connection, limit: int, severities: Optional[Iterable[str]] = None,
-                  exclude_sources: Iterable[str] = ()) -> list[dict]:
+def newest_events(conn: sqlite3.Connection, limit: int, severities: Optional[Iterable[str]] = None) -> list[dict]:
     """The newest `limit` events (optionally only those severities), newest first."""
-    where, params = [], []
+    clause, params = "", []
     if severities is not None:
-        severities = list(severities)
-        where.append(f"severity IN ({','.join('?' * len(severities))})")
-        params.extend(severities)
-    exclude_sources = list(exclude_sources)
-    if exclude_sources:
-        where.append(f"COALESCE(source, '') NOT IN ({','.join('?' * len(exclude_sources))})")
-        params.extend(exclude_sources)
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
+        params = list(severities)
+        clause = f"WHERE severity IN ({','.join('?' * len(params))})"
     rows = conn.execute(
         f"SELECT timestamp, event_type, agent_id, message, severity, source FROM events {clause}"
         " ORDER BY timestamp DESC, id DESC LIMIT ?", (*params, limit)).fetchall()
     return [dict(r) for r in rows]
-
-
-def count_since(conn: sqlite3.Connection, since: str, severities: Iterable[str]) -> int:
-    """How many events of those severities happened at or after `since` (UTC ISO)."""
-    severities = list(severities)
-    return conn.execute(
-        f"SELECT COUNT(*) FROM events WHERE timestamp >= ? AND severity IN ({','.join('?' * len(severities))})",
-        (since, *severities)).fetchone()[0]
 
 
 def as_log_event(row: dict) -> dict:

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
 
 import psutil
+
+from timestamps import utc_now
 
 CACHE_SECONDS = 2.0
 
@@ -39,7 +40,7 @@ def read_sample(disk_path: str = "/") -> dict:
         "uptime_seconds": uptime,
         "uptime_hours": round(uptime / 3600, 2),
         "active_connections": _connections(),
-        "timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "timestamp": utc_now(),
     }
 
 

@@ -14,13 +14,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterable, Optional
 
-from database import transaction, utc_now
+from database import transaction
 from events import fingerprint
 import data_loader as dl
 from log_reader import MAX_LINE_BYTES, LongLine
 from metrics_stream import MetricsStream
 from orchestrator_state import OrchestratorState
 from runs import RUN_STATUS, history_run, runs_from_files
+from timestamps import parse_iso, to_iso, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -251,8 +252,7 @@ def _ingest_runs(conn: sqlite3.Connection, runs: Iterable[dict]) -> int:
 def _matching_dashboard_session(conn: sqlite3.Connection, run: dict) -> Optional[sqlite3.Row]:
     """The dashboard-started session this run from the files is, if any (it started or ended with it)."""
     def shifted(iso: str, seconds: int) -> str:
-        t = datetime.fromisoformat(iso.replace("Z", "+00:00")) + timedelta(seconds=seconds)
-        return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return to_iso(parse_iso(iso) + timedelta(seconds=seconds))
 
     start = run["started_at"] or run["finished_at"]
     return conn.execute(

@@ -140,14 +140,6 @@ def _tail(path: Path, n: int, max_bytes: int):
     return text, warnings, capped
 
 
-def tail_lines(path, n, max_bytes=TAIL_MAX_BYTES) -> tuple:
-    """(the last n complete lines, warnings), reading at most max_bytes backwards from the end."""
-    lines, warnings, capped = _tail(Path(path), n, max_bytes)
-    if capped:
-        warnings.append(f"{Path(path).name}: only {len(lines)} of {n} lines within the last {max_bytes} bytes")
-    return lines, warnings
-
-
 def _group(lines: Iterable[Optional[str]]) -> Iterator[dict]:
     """Events from lines: continuation lines join the previous event; leading ones are dropped (and so
     are those after a None, a skipped line)."""
