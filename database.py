@@ -53,14 +53,16 @@ def open_connections() -> list[tuple[int, str]]:
         return [(conn.pid, conn.path) for conn in _registry]
 
 
-def connect(path: Path | str) -> sqlite3.Connection:
-    """Open `path` with the project's pragmas; autocommit, so writers use `transaction()`."""
-    conn = sqlite3.connect(str(path), timeout=5.0, isolation_level=None, check_same_thread=False, factory=Connection)
+def connect(path: Path | str, busy_timeout: float = 5.0) -> sqlite3.Connection:
+    """Open `path` with the project's pragmas, waiting up to `busy_timeout` seconds for a lock; autocommit,
+    so writers use `transaction()`."""
+    conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False,
+                           factory=Connection)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
     # Turning a new file to WAL takes an exclusive lock that SQLite does not wait for (busy_timeout does
     # not apply): when several processes open a new file at once, retry for as long as busy_timeout.
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + busy_timeout
     while True:
         try:
             conn.execute("PRAGMA journal_mode = WAL")
