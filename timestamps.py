@@ -1,9 +1,7 @@
-"""The API's timestamps: ISO 8601 in UTC to the second, "2025-11-14T03:00:01Z" (ISO_FORMAT)."""
+"""The API's timestamps: ISO 8601 in UTC to the second, "%Y-%m-%dT%H:%M:%SZ" ("2025-11-14T03:00:01Z")."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-
-ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def utc_now() -> str:
@@ -16,7 +14,7 @@ def to_iso(dt: datetime) -> str:
     fractions of a second dropped."""
     if dt.tzinfo is not None:
         dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
-    return dt.isoformat(timespec="seconds") + "Z"  # ISO_FORMAT, with a four-digit year before 1000 too
+    return dt.isoformat(timespec="seconds") + "Z"  # strftime would not pad a year before 1000
 
 
 def parse_iso(text: str) -> datetime:
