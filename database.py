@@ -169,20 +169,24 @@ def migrate(path: Path | str) -> int:
         try:
             with transaction(conn):
                 before = conn.execute("PRAGMA user_version").fetchone()[0]
-                if before < 1:
-                    for statement in SCHEMA_FILE.read_text(encoding="utf-8").split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                for version in range(max(before, 1), SCHEMA_VERSION):
-                    for statement in MIGRATIONS[version - 1].split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
+                if before < 1:  # a new database: the current schema at once
+                    _execute_all(conn, SCHEMA_FILE.read_text(encoding="utf-8"))
+                else:
+                    for version in range(before, SCHEMA_VERSION):
+                        _execute_all(conn, MIGRATIONS[version - 1])
                 if before != SCHEMA_VERSION:
                     conn.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
                     log.info("database %s migrated from version %d to %d", path, before, SCHEMA_VERSION)
         finally:
             conn.close()
     return before
+
+
+def _execute_all(conn: sqlite3.Connection, script: str) -> None:
+    """Each statement of `script` (split on ";"), in the caller's transaction (executescript would commit)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement.strip())
 
 
 def get_db() -> sqlite3.Connection:
