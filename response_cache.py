@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 import time
 from typing import Callable, Iterable, NamedTuple, Optional
 from urllib.parse import parse_qsl
@@ -83,18 +82,6 @@ class ResponseCache:
         """The answer kept under key, fresh or only expired."""
         entry = self.answers.entry(key)
         return None if entry is None else entry.value
-
-    def put(self, key: tuple, generation: Optional[int], body: bytes, headers: list, endpoint: str) -> Answer:
-        """Keep a 200 answer computed at `generation`."""
-        return self.answers.put(key, answer_of(body, headers, endpoint), generation).value
-
-    def lock_for(self, key: tuple) -> threading.Lock:
-        """The lock of key's recomputation (caching.Cache.claim): until release(), an expired answer stays."""
-        return self.answers.claim(key)
-
-    def release(self, key: tuple, lock: threading.Lock) -> None:
-        """Release the recomputation lock of key (held by the caller)."""
-        self.answers.release(key, lock)
 
     def clear(self, prefixes: tuple[str, ...] = ("/",)) -> None:
         """Forget the answers whose path starts with one of `prefixes`."""
