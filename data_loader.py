@@ -1,11 +1,11 @@
 """Readers of the files a training orchestrator leaves behind: its config, last result, metrics,
-orchestration report, daily reports and agent modules; and the public face of the readers split off
+daily reports and agent modules; and the public face of the readers split off
 from it (file_reading: safe reads; log_reader: the run log).
 
 Every `parse_*` is total: it returns `(value, warnings)` and never raises. Given a ParseCache (`cache=`),
 an unchanged file is answered from it and a JSON file torn by a rewrite from its last good parse; without
 one, every call reads the file. Timestamps come back as naive local datetimes; `to_utc_iso` attaches the
-orchestrator's time zone. Standard library only.
+orchestrator's time zone. Standard library only, besides the parse cache (parse_cache).
 """
 from __future__ import annotations
 

@@ -10,10 +10,12 @@ import os
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple, Optional
+from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple, Optional
 
 from file_reading import BLOCK_SIZE, open_regular, parse_naive_timestamp, resolve_inside
-from parse_cache import ParseCache
+
+if TYPE_CHECKING:
+    from parse_cache import ParseCache
 
 TAIL_MAX_BYTES = 1024 * 1024
 MAX_EVENT_CHARS = 64 * 1024
