@@ -1,11 +1,11 @@
 """Readers of the files a training orchestrator leaves behind: its config, last result, metrics,
-orchestration report, daily reports and agent modules; and the public face of the readers split off
+daily reports and agent modules; and the public face of the readers split off
 from it (file_reading: safe reads; log_reader: the run log).
 
 Every `parse_*` is total: it returns `(value, warnings)` and never raises. Given a ParseCache (`cache=`),
 an unchanged file is answered from it and a JSON file torn by a rewrite from its last good parse; without
 one, every call reads the file. Timestamps come back as naive local datetimes; `to_utc_iso` attaches the
-orchestrator's time zone. Standard library only.
+orchestrator's time zone. Standard library only, besides the parse cache (parse_cache).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from parse_cache import ParseCache, TornJSON, cached
 # Re-exported: callers read the files and the run log as dl.<name> (also resolve_inside, parse_naive_timestamp).
 from file_reading import BLOCK_SIZE, MAX_FILE_BYTES, open_regular, to_utc_iso  # noqa: F401
 from log_reader import (TAIL_MAX_BYTES, iter_log_events, list_log_files, log_events_from,  # noqa: F401
-                        parse_log_line, parse_run_progress, read_log_events, tail_lines)
+                        parse_log_line, parse_run_progress, read_log_events)
 
 JSON_RETRY_SECONDS = 0.05
 AGENT_ID_RE = re.compile(r"^agent_[A-Za-z0-9]+$")
@@ -224,30 +224,6 @@ def parse_training_metrics(path):
             warnings.append(f"{name}: {key}: {bad} values of the wrong type set to null")
         metrics[key] = sorted(points, key=lambda p: p["timestamp"])
     return metrics, warnings
-
-
-@cached
-def parse_orchestration_report(path):
-    """(production report dict|None, warnings) for orchestration_report.json."""
-    obj, warnings = _json_object(path)
-    if obj is None:
-        return None, warnings
-    name = path.name
-    f = functools.partial(_field, name=name, warnings=warnings)
-    meta = f(obj, "project_metadata", "dict") or {}
-    workflow = {}
-    for agent_id, value in (f(obj, "workflow_status", "dict") or {}).items():
-        text = value.strip() if isinstance(value, str) else ""
-        ok = True if text.startswith("✅") else False if text.startswith("❌") else None
-        workflow[agent_id] = {"ok": ok, "name": text.lstrip("✅❌\ufe0f ") if ok is not None else text}
-    version = meta.get("system_version")
-    version = None if isinstance(version, bool) or not isinstance(version, (str, int, float)) else str(version)
-    return {"timestamp": f(meta, "timestamp", "time"),
-            "music_genre": f(meta, "music_genre", "str"), "mood": f(meta, "mood", "str"),
-            "status": f(meta, "status", "str"),
-            "system_version": version,
-            "workflow": workflow, "system_summary": f(obj, "system_summary", "dict") or {},
-            "next_steps": f(obj, "next_steps", "list") or []}, warnings
 
 
 # --- daily reports and agent modules ---

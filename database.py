@@ -10,7 +10,6 @@ import sqlite3
 import threading
 import time
 import weakref
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -54,14 +53,16 @@ def open_connections() -> list[tuple[int, str]]:
         return [(conn.pid, conn.path) for conn in _registry]
 
 
-def connect(path: Path | str) -> sqlite3.Connection:
-    """Open `path` with the project's pragmas; autocommit, so writers use `transaction()`."""
-    conn = sqlite3.connect(str(path), timeout=5.0, isolation_level=None, check_same_thread=False, factory=Connection)
+def connect(path: Path | str, busy_timeout: float = 5.0) -> sqlite3.Connection:
+    """Open `path` with the project's pragmas, waiting up to `busy_timeout` seconds for a lock; autocommit,
+    so writers use `transaction()`."""
+    conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False,
+                           factory=Connection)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
     # Turning a new file to WAL takes an exclusive lock that SQLite does not wait for (busy_timeout does
     # not apply): when several processes open a new file at once, retry for as long as busy_timeout.
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + busy_timeout
     while True:
         try:
             conn.execute("PRAGMA journal_mode = WAL")
@@ -168,20 +169,24 @@ def migrate(path: Path | str) -> int:
         try:
             with transaction(conn):
                 before = conn.execute("PRAGMA user_version").fetchone()[0]
-                if before < 1:
-                    for statement in SCHEMA_FILE.read_text(encoding="utf-8").split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                for version in range(max(before, 1), SCHEMA_VERSION):
-                    for statement in MIGRATIONS[version - 1].split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
+                if before < 1:  # a new database: the current schema at once
+                    _execute_all(conn, SCHEMA_FILE.read_text(encoding="utf-8"))
+                else:
+                    for version in range(before, SCHEMA_VERSION):
+                        _execute_all(conn, MIGRATIONS[version - 1])
                 if before != SCHEMA_VERSION:
                     conn.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
                     log.info("database %s migrated from version %d to %d", path, before, SCHEMA_VERSION)
         finally:
             conn.close()
     return before
+
+
+def _execute_all(conn: sqlite3.Connection, script: str) -> None:
+    """Each statement of `script` (split on ";"), in the caller's transaction (executescript would commit)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement.strip())
 
 
 def get_db() -> sqlite3.Connection:
@@ -268,11 +273,6 @@ def write_problem(path: Path | str) -> str | None:
     if stats.f_bavail * stats.f_frsize < MIN_FREE_BYTES:
         return f"less than {MIN_FREE_BYTES // (1024 * 1024)} MiB free on the database's disk"
     return None
-
-
-def utc_now() -> str:
-    """Now, as the API's ISO 8601 UTC string."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- cache generations: what every worker's caches check before replaying an answer ---

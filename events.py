@@ -7,7 +7,8 @@ import logging
 import sqlite3
 from typing import Iterable, Optional
 
-from database import transaction, utc_now
+from database import connect, transaction
+from timestamps import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -32,26 +33,35 @@ def record_event(conn: sqlite3.Connection, event_type: str, message: str, *, sev
 
 def record_events(conn: sqlite3.Connection, events: Iterable[dict]) -> int:
     """Store many events in one transaction (keys as for record_event); return how many were new."""
-    now = utc_now()
-    params = [(e.get("timestamp") or now, e["event_type"], e.get("agent_id"), e["message"],
-               e.get("severity", "info"), json.dumps(e["metadata"]) if e.get("metadata") is not None else None,
-               e.get("source"), e.get("key")) for e in events]
-    if not params:
+    events = list(events)
+    if not events:
         return 0
     with transaction(conn):
-        before = conn.total_changes
-        conn.executemany(
-            "INSERT OR IGNORE INTO events (timestamp, event_type, agent_id, message, severity, metadata, source,"
-            " fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", params)
-        return conn.total_changes - before
+        return insert_events(conn, events)
+
+
+def insert_events(conn: sqlite3.Connection, events: Iterable[dict]) -> int:
+    """Add events inside the caller's transaction; return how many were new.
+
+    Each is a dict of record_event's arguments: `event_type` and `message`, optionally `severity` (info),
+    `source`, `agent_id`, `metadata` (a dict, stored as JSON), `timestamp` (now) and `key` (a second event
+    of the same key is ignored)."""
+    now = utc_now()
+    before = conn.total_changes
+    conn.executemany(
+        "INSERT OR IGNORE INTO events (timestamp, event_type, agent_id, message, severity, metadata, source,"
+        " fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(e.get("timestamp") or now, e["event_type"], e.get("agent_id"), e["message"], e.get("severity", "info"),
+          json.dumps(e["metadata"]) if e.get("metadata") is not None else None, e.get("source"), e.get("key"))
+         for e in events])
+    return conn.total_changes - before
 
 
 def record_api_error(db_path, method: str, path: str, status: int, message: str) -> None:
     """Store a 5xx answer as an `api_error` event; never raises (the database may be what failed)."""
     try:
-        conn = sqlite3.connect(str(db_path), timeout=0.5, isolation_level=None)
+        conn = connect(db_path, busy_timeout=0.5)
         try:
-            conn.execute("PRAGMA busy_timeout = 500")
             record_event(conn, "api_error", f"{method} {path} answered {status}: {message}"[:1000],
                          severity="error", source="api", metadata={"status": status, "path": path})
         finally:
@@ -60,31 +70,16 @@ def record_api_error(db_path, method: str, path: str, status: int, message: str)
         log.debug("could not record the API error as an event: %s", err)
 
 
-def newest_events(conn: sqlite3.Connection, limit: int, severities: Optional[Iterable[str]] = None,
-                  exclude_sources: Iterable[str] = ()) -> list[dict]:
+def newest_events(conn: sqlite3.Connection, limit: int, severities: Optional[Iterable[str]] = None) -> list[dict]:
     """The newest `limit` events (optionally only those severities), newest first."""
-    where, params = [], []
+    clause, params = "", []
     if severities is not None:
-        severities = list(severities)
-        where.append(f"severity IN ({','.join('?' * len(severities))})")
-        params.extend(severities)
-    exclude_sources = list(exclude_sources)
-    if exclude_sources:
-        where.append(f"COALESCE(source, '') NOT IN ({','.join('?' * len(exclude_sources))})")
-        params.extend(exclude_sources)
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
+        params = list(severities)
+        clause = f"WHERE severity IN ({','.join('?' * len(params))})"
     rows = conn.execute(
         f"SELECT timestamp, event_type, agent_id, message, severity, source FROM events {clause}"
         " ORDER BY timestamp DESC, id DESC LIMIT ?", (*params, limit)).fetchall()
     return [dict(r) for r in rows]
-
-
-def count_since(conn: sqlite3.Connection, since: str, severities: Iterable[str]) -> int:
-    """How many events of those severities happened at or after `since` (UTC ISO)."""
-    severities = list(severities)
-    return conn.execute(
-        f"SELECT COUNT(*) FROM events WHERE timestamp >= ? AND severity IN ({','.join('?' * len(severities))})",
-        (since, *severities)).fetchone()[0]
 
 
 def as_log_event(row: dict) -> dict:
@@ -141,8 +136,8 @@ def sync_alerts(conn: sqlite3.Connection, current: list[dict]) -> list[dict]:
 
 
 def _alert_event(conn: sqlite3.Connection, now: str, event_type: str, alert: dict, message: str) -> None:
-    conn.execute(
-        "INSERT INTO events (timestamp, event_type, agent_id, message, severity, metadata, source)"
-        " VALUES (?, ?, ?, ?, ?, ?, 'alerts')",
-        (now, event_type, alert["source"] if alert["source"].startswith("agent_") else None, message,
-         alert["severity"] if alert["severity"] in SEVERITIES else "warning", json.dumps({"alert_id": alert["id"]})))
+    insert_events(conn, [dict(
+        timestamp=now, event_type=event_type, message=message, source="alerts",
+        agent_id=alert["source"] if alert["source"].startswith("agent_") else None,
+        severity=alert["severity"] if alert["severity"] in SEVERITIES else "warning",
+        metadata={"alert_id": alert["id"]})])

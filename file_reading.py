@@ -12,6 +12,8 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Optional
 
+from timestamps import to_iso
+
 MAX_FILE_BYTES = 10 * 1024 * 1024
 BLOCK_SIZE = 64 * 1024
 TIMESTAMP_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?$")
@@ -57,7 +59,7 @@ def to_utc_iso(dt, tz: tzinfo) -> Optional[str]:
             utc = dt - (offset if offset is not None else _localize(dt, tz).utcoffset())
         else:
             utc = dt.astimezone(timezone.utc).replace(tzinfo=None)
-        return utc.replace(microsecond=0).isoformat() + "Z"
+        return to_iso(utc)
     except (OverflowError, ValueError):
         return None
 

@@ -1,16 +1,16 @@
 """Host health from psutil, primed once and cached briefly so no request blocks (glances pattern)."""
 from __future__ import annotations
 
-import threading
 import time
-from datetime import datetime, timezone
 
 import psutil
 
+import caching
+from timestamps import utc_now
+
 CACHE_SECONDS = 2.0
 
-_lock = threading.Lock()
-_cached: tuple[float, dict] | None = None
+_samples = caching.Cache(8, ttl=CACHE_SECONDS)  # by disk path
 # cpu_percent(interval=None) compares with the previous call; the first call only primes it.
 psutil.cpu_percent(interval=None)
 
@@ -39,14 +39,11 @@ def read_sample(disk_path: str = "/") -> dict:
         "uptime_seconds": uptime,
         "uptime_hours": round(uptime / 3600, 2),
         "active_connections": _connections(),
-        "timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "timestamp": utc_now(),
     }
 
 
 def current(disk_path: str = "/") -> dict:
-    """The latest reading, at most CACHE_SECONDS old (shared by every caller in this process)."""
-    global _cached
-    with _lock:
-        if _cached is None or time.monotonic() - _cached[0] > CACHE_SECONDS:
-            _cached = (time.monotonic(), read_sample(disk_path))
-        return dict(_cached[1])
+    """The latest reading, at most CACHE_SECONDS old (shared by every caller in this process; one of them
+    reads while the others wait for it)."""
+    return dict(_samples.get_or_compute(disk_path, lambda: read_sample(disk_path)))

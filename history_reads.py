@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from history_store import DAILY_REPORT, TRAINING_METRICS, file_signature
+from timestamps import parse_iso, to_iso
 
 def recorded(conn: sqlite3.Connection, path: Path) -> bool:
     """Whether the file at `path`, as it is now, has been recorded completely."""
@@ -24,7 +25,7 @@ def cursor_positions(conn: sqlite3.Connection, path: Path) -> tuple:
 def recent_metrics(conn: sqlite3.Connection, path: Path, tz: tzinfo, since: datetime, per_series: int = 30) -> dict:
     """The metrics file's series as recorded, in parse_training_metrics' shape (naive local times,
     oldest first): each series' points since `since` (aware) and at least its newest `per_series`."""
-    cutoff = since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cutoff = to_iso(since)
     series = [r[0] for r in conn.execute("SELECT series FROM ingest_cursors WHERE path = ?", (str(path),))]
     metrics = {}
     for name in series:
@@ -40,7 +41,7 @@ def recent_metrics(conn: sqlite3.Connection, path: Path, tz: tzinfo, since: date
 
 
 def _as_point(series: str, row: sqlite3.Row, tz: tzinfo) -> dict:
-    point = {"timestamp": datetime.fromisoformat(row["timestamp"].replace("Z", "+00:00")).astimezone(tz)
+    point = {"timestamp": parse_iso(row["timestamp"]).astimezone(tz)
              .replace(tzinfo=None), **json.loads(row["notes"] or "{}")}
     if row["agent_id"]:
         point["agent"] = row["agent_id"]
@@ -53,7 +54,7 @@ def _as_point(series: str, row: sqlite3.Row, tz: tzinfo) -> dict:
     return point
 
 def _local_date(iso: str, tz: tzinfo) -> date:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(tz).date()
+    return parse_iso(iso).astimezone(tz).date()
 
 
 def daily_quality(conn: sqlite3.Connection, metric_type: str, tz: tzinfo, first_day: date) -> dict[date, Optional[float]]:
@@ -62,7 +63,7 @@ def daily_quality(conn: sqlite3.Connection, metric_type: str, tz: tzinfo, first_
     rows = conn.execute(
         "SELECT timestamp, value, source FROM metrics WHERE metric_type = ? AND timestamp >= ?"
         " AND source IN (?, ?) ORDER BY source = ?, timestamp",
-        (metric_type, since.strftime("%Y-%m-%dT%H:%M:%SZ"), DAILY_REPORT, TRAINING_METRICS, TRAINING_METRICS))
+        (metric_type, to_iso(since), DAILY_REPORT, TRAINING_METRICS, TRAINING_METRICS))
     days: dict[date, Optional[float]] = {}
     for row in rows:
         days[_local_date(row["timestamp"], tz)] = row["value"]
@@ -114,8 +115,8 @@ def runs_since(conn: sqlite3.Connection, since_iso: str, tz: tzinfo) -> list[dic
         stamp = r["start_time"] or r["end_time"]
         duration = r["duration_seconds"]
         if duration is None and r["start_time"] and r["end_time"]:
-            end = datetime.fromisoformat(r["end_time"].replace("Z", "+00:00"))
-            duration = round((end - datetime.fromisoformat(r["start_time"].replace("Z", "+00:00"))).total_seconds(), 2)
+            end = parse_iso(r["end_time"])
+            duration = round((end - parse_iso(r["start_time"])).total_seconds(), 2)
         runs.append({"date": _local_date(stamp, tz).isoformat(), "started_at": r["start_time"],
                      "finished_at": r["end_time"], "duration_seconds": duration,
                      "overall_quality": r["overall_quality"], "quality_change_percent": r["overall_improvement"],

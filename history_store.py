@@ -14,13 +14,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterable, Optional
 
-from database import transaction, utc_now
-from events import fingerprint
+from database import transaction
+from events import fingerprint, insert_events
 import data_loader as dl
 from log_reader import MAX_LINE_BYTES, LongLine
 from metrics_stream import MetricsStream
 from orchestrator_state import OrchestratorState
 from runs import RUN_STATUS, history_run, runs_from_files
+from timestamps import parse_iso, to_iso, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -251,8 +252,7 @@ def _ingest_runs(conn: sqlite3.Connection, runs: Iterable[dict]) -> int:
 def _matching_dashboard_session(conn: sqlite3.Connection, run: dict) -> Optional[sqlite3.Row]:
     """The dashboard-started session this run from the files is, if any (it started or ended with it)."""
     def shifted(iso: str, seconds: int) -> str:
-        t = datetime.fromisoformat(iso.replace("Z", "+00:00")) + timedelta(seconds=seconds)
-        return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return to_iso(parse_iso(iso) + timedelta(seconds=seconds))
 
     start = run["started_at"] or run["finished_at"]
     return conn.execute(
@@ -261,8 +261,6 @@ def _matching_dashboard_session(conn: sqlite3.Connection, run: dict) -> Optional
         (shifted(start, -SAME_RUN_SECONDS), shifted(run["finished_at"], 1))).fetchone()
 
 
-_INSERT_EVENT = ("INSERT OR IGNORE INTO events (timestamp, event_type, agent_id, message, severity, metadata,"
-                 " source, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 LOG_CURSOR = "bytes"  # the log's cursor: bytes read so far, with the file's inode as its key
 
 
@@ -282,13 +280,12 @@ def _ingest_log_events(conn: sqlite3.Connection, s: OrchestratorState, path: Pat
             message = (f"{path.name}: skipped a line of {event.size} bytes at byte {event.offset}"
                        f" (longer than {MAX_LINE_BYTES} bytes)")
             log.warning("log ingest: %s", message)
-            rows.append((utc_now(), "log_line_skipped", None, message, "warning", None, "ingester",
-                         fingerprint("log-skip", str(path), st.st_ino, event.offset, event.size)))
-        elif event is not None:
-            severity = EVENT_SEVERITY[event["level"]]
-            stamp = s.iso(event["timestamp"])
-            rows.append((stamp, "orchestrator_log", None, event["message"], severity, None, event["source"],
-                         fingerprint("log", stamp, event["level"], event["source"], event["message"])))
+            rows.append(dict(event_type="log_line_skipped", message=message, severity="warning", source="ingester",
+                             key=fingerprint("log-skip", str(path), st.st_ino, event.offset, event.size)))
+        elif event is not None and (stamp := s.iso(event["timestamp"])) is not None:  # no time: not recorded
+            rows.append(dict(timestamp=stamp, event_type="orchestrator_log", message=event["message"],
+                             severity=EVENT_SEVERITY[event["level"]], source=event["source"],
+                             key=fingerprint("log", stamp, event["level"], event["source"], event["message"])))
         if len(rows) >= BATCH_ROWS:
             written += _write_events(conn, path, rows, end, st.st_ino)
             rows = []
@@ -297,8 +294,6 @@ def _ingest_log_events(conn: sqlite3.Connection, s: OrchestratorState, path: Pat
 
 def _write_events(conn: sqlite3.Connection, path: Path, rows: list, end: int, inode: int) -> int:
     with transaction(conn):
-        before = conn.total_changes
-        conn.executemany(_INSERT_EVENT, rows)
-        written = conn.total_changes - before
+        written = insert_events(conn, rows)
         conn.execute(_UPSERT_CURSOR, (str(path), LOG_CURSOR, end, str(inode)))
     return written

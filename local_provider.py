@@ -2,7 +2,6 @@
 recorded into SQLite."""
 from __future__ import annotations
 
-import functools
 import os
 import sqlite3
 from datetime import date, datetime, timedelta
@@ -12,6 +11,7 @@ from cron_descriptor import get_description
 from flask import current_app
 
 import alert_rules
+import caching
 import data_loader
 import database
 import events
@@ -42,13 +42,13 @@ RECENT_METRICS_WINDOW = timedelta(days=8)
 DB_WARNING = "database unavailable"
 STILL_RECORDING = "its history is still being recorded"
 
+_descriptions = caching.Cache(64)
 
 
-
-@functools.lru_cache(maxsize=64)
 def describe_schedule(expression: str) -> str:
-    """The cron expression in words (cron_descriptor, which loads its translations on every call)."""
-    return get_description(expression)
+    """The cron expression in words (cron_descriptor, which loads its translations on every call: kept)."""
+    return _descriptions.get_or_compute(expression, lambda: get_description(expression))
+
 
 class LocalDataProvider(DataProvider):
     """Reads the history the ingester recorded in SQLite, overlaid with what the orchestrator's files

@@ -10,10 +10,12 @@ import os
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple, Optional
+from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple, Optional
 
 from file_reading import BLOCK_SIZE, open_regular, parse_naive_timestamp, resolve_inside
-from parse_cache import ParseCache
+
+if TYPE_CHECKING:
+    from parse_cache import ParseCache
 
 TAIL_MAX_BYTES = 1024 * 1024
 MAX_EVENT_CHARS = 64 * 1024
@@ -138,14 +140,6 @@ def _tail(path: Path, n: int, max_bytes: int):
     if bom:
         text[0] = text[0].removeprefix("\ufeff")
     return text, warnings, capped
-
-
-def tail_lines(path, n, max_bytes=TAIL_MAX_BYTES) -> tuple:
-    """(the last n complete lines, warnings), reading at most max_bytes backwards from the end."""
-    lines, warnings, capped = _tail(Path(path), n, max_bytes)
-    if capped:
-        warnings.append(f"{Path(path).name}: only {len(lines)} of {n} lines within the last {max_bytes} bytes")
-    return lines, warnings
 
 
 def _group(lines: Iterable[Optional[str]]) -> Iterator[dict]:

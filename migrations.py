@@ -1,4 +1,6 @@
-"""The database's schema: version 1 (schema.sql) and the forward steps from each version to the next."""
+"""The database's schema: schema.sql, the current version, which a new database is created from; and the
+forward steps that take an older database from each version to the next, starting at version 1 (frozen in
+tests/fixtures/schema_v1.sql). After a new step, schema.sql is changed to match it."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -18,6 +18,7 @@ import data_loader as dl
 from config import DEFAULT_MAX_AGENTS
 from orchestrator_files import LOG_WINDOW_EVENTS, OrchestratorFiles
 from parse_cache import ParseCache
+from timestamps import parse_iso
 
 SYSTEM_KEY = "system_overall_quality"
 DEFAULT_RUN_TIMEOUT = 1800.0
@@ -29,7 +30,7 @@ CAP_WARNING_IDS = 5
 
 def _parse_utc(text: Optional[str]) -> Optional[datetime]:
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+        return parse_iso(text) if text else None
     except ValueError:
         return None
 

@@ -8,17 +8,17 @@ old parse. A JSON file torn by a rewrite is answered from its last good parse, m
 Memory is bounded by bytes (PARSE_CACHE_MAX_BYTES), the least recently used dropped first. An entry
 is charged the bytes its source had when read (the file's size, or the tail window read of a log) plus
 ENTRY_BYTES: a parsed object takes a few times its source in memory, so the budget is an estimate of
-the sources kept, not a measure of the heap.
+the sources kept, not a measure of the heap. One thread parses a file at a time; the others wait for its
+parse (caching.Cache).
 """
 from __future__ import annotations
 
 import functools
 import os
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
+import caching
 from file_reading import MAX_FILE_BYTES, file_identity
 
 MAX_BYTES = 64 << 20
@@ -29,48 +29,55 @@ class TornJSON(str):
     """A warning that a JSON file could not be read whole (empty or unparsable: perhaps torn by a rewrite)."""
 
 
-class _Entry(NamedTuple):
-    identity: Optional[tuple]  # the file as it was read; None: kept only for its last good parse
-    answer: tuple  # (value, warnings)
+class _Parse(NamedTuple):
+    value: object
+    warnings: tuple
     good: Optional[tuple]  # (value, warnings, source bytes) of the last whole parse, for a torn rewrite
     cost: int
+    whole: bool  # read while the file was as its identity says (not rewritten meanwhile): may be kept
+
+
+def _whole(parse: _Parse) -> bool:
+    return parse.whole
 
 
 class ParseCache:
-    """Parses, log tails and folder listings, one version per (kind, path), within `max_bytes` in all."""
+    """Parses, log tails and folder listings, one version per (kind, path), within `max_bytes` in all
+    (caching.Cache, keyed by (kind, path), with the file's identity as its token)."""
 
     def __init__(self, max_bytes: int = MAX_BYTES):
         self.max_bytes = max_bytes
-        self.bytes = 0  # what the kept entries are charged
-        self._entries: "OrderedDict[tuple, _Entry]" = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache = caching.Cache(max_bytes, sizeof=lambda parse: parse.cost)
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
+        return len(self._cache)
+
+    @property
+    def bytes(self) -> int:
+        """What the kept entries are charged."""
+        return self._cache.size
 
     def get(self, key: tuple, identity: Optional[tuple]):
         """The value kept under key if it was read at `identity`, else None."""
-        entry = self._entry(key)
-        return entry.answer[0] if entry is not None and identity is not None and entry.identity == identity else None
+        parse = self._cache.get(key, identity) if identity is not None else None
+        return None if parse is None else parse.value
 
     def put(self, key: tuple, identity: Optional[tuple], value, source_bytes: int) -> None:
         """Keep value under key as read at `identity` (replacing any other version)."""
-        self._put(key, _Entry(identity, (value, ()), None, ENTRY_BYTES + source_bytes))
+        self._cache.put(key, _Parse(value, (), None, ENTRY_BYTES + source_bytes, True), identity)
 
     def of_file(self, kind: str, path: Path, read: Callable[[], tuple], max_bytes: int = MAX_FILE_BYTES) -> tuple:
         """read()'s (value, warnings) for the file at path, kept while the file is unchanged; it is charged
         the file's size up to `max_bytes` (what read() reads of it at most)."""
         identity = file_identity(path)
-        key = (kind, os.fspath(path))
-        entry = self._entry(key)
-        if entry is not None and identity is not None and entry.identity == identity:
-            return entry.answer[0], list(entry.answer[1])
-        value, warnings = read()
-        if identity is not None and file_identity(path) == identity:  # not rewritten while it was read
-            source = min(identity[3], max_bytes) if value is not None else 0
-            self._put(key, _Entry(identity, (value, tuple(warnings)), None, ENTRY_BYTES + source))
-        return value, warnings
+
+        def compute() -> _Parse:
+            value, warnings = read()
+            source = min(identity[3], max_bytes) if identity is not None and value is not None else 0
+            return _Parse(value, tuple(warnings), None, ENTRY_BYTES + source, self._unchanged(path, identity))
+
+        parse = self._cache.get_or_compute((kind, os.fspath(path)), compute, lambda: identity, keep=_whole)
+        return parse.value, list(parse.warnings)
 
     def parsed_file(self, kind: str, path: Path, parse: Callable[[], tuple]) -> tuple:
         """(value, warnings) of parse() (which returns (value, warnings, torn)) for the file at path, kept
@@ -78,48 +85,26 @@ class ParseCache:
         file's warning marked stale."""
         identity = file_identity(path)
         key = (kind, os.fspath(path))
-        entry = self._entry(key)
-        if entry is not None and identity is not None and entry.identity == identity:
-            return entry.answer[0], list(entry.answer[1])
-        value, warnings, torn = parse()
-        good = entry.good if entry is not None else None
-        if not torn and value is not None:
-            good = (value, tuple(warnings), min(identity[3], MAX_FILE_BYTES) if identity else 0)
-        elif torn and good is not None:
-            value, warnings = good[0], [f"{w}, serving last good copy (stale)" for w in warnings] + list(good[1])
-        if identity is None:  # gone: nothing to keep for it
-            self._drop(key)
-        else:
-            unchanged = file_identity(path) == identity  # not rewritten while it was read
+
+        def compute() -> _Parse:
+            value, warnings, torn = parse()
+            before = self._cache.entry(key)  # any version: its last good parse
+            good = before.value.good if before is not None else None
+            if not torn and value is not None:
+                good = (value, tuple(warnings), min(identity[3], MAX_FILE_BYTES) if identity else 0)
+            elif torn and good is not None:
+                value, warnings = good[0], [f"{w}, serving last good copy (stale)" for w in warnings] + list(good[1])
             cost = ENTRY_BYTES + (good[2] if good is not None else 0)
-            self._put(key, _Entry(identity if unchanged else None, (value, tuple(warnings)), good, cost))
-        return value, warnings
+            return _Parse(value, tuple(warnings), good, cost, self._unchanged(path, identity))
 
-    def _entry(self, key: tuple) -> Optional[_Entry]:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-            return entry
+        result = self._cache.get_or_compute(key, compute, lambda: identity, keep=_whole)
+        if identity is None:  # gone: nothing to keep for it
+            self._cache.discard(key)
+        return result.value, list(result.warnings)
 
-    def _put(self, key: tuple, entry: _Entry) -> None:
-        with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self.bytes -= old.cost
-            if entry.cost > self.max_bytes:
-                return  # larger than the whole budget: not kept
-            self._entries[key] = entry
-            self.bytes += entry.cost
-            while self.bytes > self.max_bytes:
-                _key, gone = self._entries.popitem(last=False)
-                self.bytes -= gone.cost
-
-    def _drop(self, key: tuple) -> None:
-        with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self.bytes -= old.cost
+    @staticmethod
+    def _unchanged(path: Path, identity: Optional[tuple]) -> bool:
+        return identity is not None and file_identity(path) == identity
 
 
 def _parse(parser, path: Path) -> tuple:

@@ -5,8 +5,8 @@ WSGI layer in front of Flask: a cache hit skips routing and every hook, and is o
 Answers are kept per path, the query parameters the endpoint reads (its row's query model; others, such
 as a browser's `_=` cache-buster, do not make another entry) and Origin (the CORS headers differ by origin),
 and only for readers the key check lets through. `If-None-Match` is answered here: a matching ETag gets a
-304. 0 turns the cache off. Memory is bounded by RESPONSE_CACHE_MAX_BYTES (bodies and headers, the oldest
-dropped first), and an answer is dropped once it has expired unless it is being recomputed.
+304. 0 turns the cache off. Memory is bounded by RESPONSE_CACHE_MAX_BYTES (bodies and headers, the least
+recently used dropped first), and an answer is dropped once it has expired unless it is being recomputed.
 
 Writes show at once on every worker: each answer carries the generation of its path (database.Generations,
 counters in SQLite read before the answer is computed), and is replayed only while that is unchanged. A
@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 import time
-from collections import OrderedDict
 from typing import Callable, Iterable, NamedTuple, Optional
 from urllib.parse import parse_qsl
 
@@ -32,6 +30,7 @@ from werkzeug.http import parse_etags, unquote_etag
 from werkzeug.routing import RequestRedirect
 
 import auth
+import caching
 import database
 import endpoints
 import monitoring
@@ -45,9 +44,7 @@ PATHS_REMEMBERED = 4096  # paths whose endpoint's query parameters are remembere
 NOT_IN_304 = frozenset({"content-type", "content-length"})
 
 
-class Entry(NamedTuple):
-    expires: float
-    generation: Optional[int]  # database.Generations.stamp of the path when the answer was computed
+class Answer(NamedTuple):
     body: bytes
     headers: list
     etag: Optional[str]
@@ -55,79 +52,40 @@ class Entry(NamedTuple):
     cost: int  # bytes charged against the budget
 
 
-class ResponseCache:
-    """Answers by key within `max_bytes`, each key with a lock held by the request that is recomputing it.
+def answer_of(body: bytes, headers: list, endpoint: str) -> Answer:
+    """A 200 answer as kept: its ETag unquoted, charged its body, headers and ENTRY_BYTES."""
+    etag = next((v for k, v in headers if k.lower() == "etag"), None)
+    cost = ENTRY_BYTES + len(body) + sum(len(k) + len(v) for k, v in headers)
+    return Answer(body, headers, etag and unquote_etag(etag)[0], endpoint, cost)
 
-    Every answer lives `ttl`, so the order answers were stored in is the order they expire in."""
+
+class ResponseCache:
+    """Answers by key within `max_bytes`, each for `ttl` seconds while its path's generation is unchanged
+    (caching.Cache: one request computes a key at a time)."""
 
     def __init__(self, ttl: float, max_bytes: int):
         self.ttl = ttl
         self.max_bytes = max_bytes
-        self.bytes = 0  # what the kept answers are charged
-        self._entries: "OrderedDict[tuple, Entry]" = OrderedDict()
-        self._locks: dict[tuple, threading.Lock] = {}
-        self._guard = threading.Lock()
+        # The clock is looked up at each call: tests step this module's `time`.
+        self.answers = caching.Cache(max_bytes, sizeof=lambda answer: answer.cost, ttl=ttl,
+                                     timer=lambda: time.monotonic())
 
     def __len__(self) -> int:
-        with self._guard:
-            return len(self._entries)
+        return len(self.answers)
 
-    def get(self, key: tuple) -> Optional[Entry]:
-        with self._guard:
-            return self._entries.get(key)
+    @property
+    def bytes(self) -> int:
+        """What the kept answers are charged."""
+        return self.answers.size
 
-    def lock_for(self, key: tuple) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
-
-    def release(self, key: tuple, lock: threading.Lock) -> None:
-        """Release the recomputation lock of key; a key with no answer kept (an error) keeps no lock."""
-        with self._guard:
-            lock.release()
-            if key not in self._entries:
-                self._locks.pop(key, None)
-
-    def put(self, key: tuple, generation: Optional[int], body: bytes, headers: list, endpoint: str) -> Entry:
-        etag = next((v for k, v in headers if k.lower() == "etag"), None)
-        cost = ENTRY_BYTES + len(body) + sum(len(k) + len(v) for k, v in headers)
-        now = time.monotonic()
-        entry = Entry(now + self.ttl, generation, body, headers, etag and unquote_etag(etag)[0], endpoint, cost)
-        with self._guard:
-            self._remove(key)
-            self._drop_expired(now)
-            if cost > self.max_bytes:
-                return entry  # larger than the whole budget: answered, not kept
-            self._entries[key] = entry
-            self.bytes += cost
-            while self.bytes > self.max_bytes:
-                self._remove(next(iter(self._entries)))
-        return entry
+    def get(self, key: tuple) -> Optional[Answer]:
+        """The answer kept under key, fresh or only expired."""
+        entry = self.answers.entry(key)
+        return None if entry is None else entry.value
 
     def clear(self, prefixes: tuple[str, ...] = ("/",)) -> None:
         """Forget the answers whose path starts with one of `prefixes`."""
-        with self._guard:
-            for key in [k for k in self._entries if k[0].startswith(prefixes)]:
-                self._remove(key)
-
-    def _drop_expired(self, now: float) -> None:
-        """Forget the expired answers, except those being recomputed (their waiters replay them)."""
-        expired = []
-        for key, entry in self._entries.items():
-            if entry.expires > now:
-                break  # stored later, expires later
-            lock = self._locks.get(key)
-            if lock is None or not lock.locked():
-                expired.append(key)
-        for key in expired:
-            self._remove(key)
-
-    def _remove(self, key: tuple) -> None:
-        entry = self._entries.pop(key, None)
-        if entry is not None:
-            self.bytes -= entry.cost
-            lock = self._locks.get(key)
-            if lock is not None and not lock.locked():
-                del self._locks[key]
+        self.answers.clear(lambda key: key[0].startswith(prefixes))
 
 
 class CachedAnswers:
@@ -149,22 +107,21 @@ class CachedAnswers:
         if key is None:
             return self.wsgi_app(environ, start_response)
         started = time.perf_counter()
-        generation = self.generation(key[0])
-        entry = self.cache.get(key)
-        current = entry is not None and entry.generation == generation  # no write since it was computed
-        if current and entry.expires > time.monotonic():
-            return self._replay(entry, environ, start_response, started)
-        lock = self.cache.lock_for(key)
-        if not lock.acquire(blocking=not current):
-            return self._replay(entry, environ, start_response, started)  # only expired: the last one will do
-        try:
-            generation = self.generation(key[0])  # read before computing: a write from now on outdates it
-            fresh = self.cache.get(key)
-            if fresh is not None and fresh.generation == generation and fresh.expires > time.monotonic():
-                return self._replay(fresh, environ, start_response, started)  # computed while we waited
-            return self._compute(key, generation, environ, start_response)
-        finally:
-            self.cache.release(key, lock)
+        ran: list = []
+
+        def run():
+            ran.append(self._run(environ))
+            return ran[0]
+        # stale: while another request recomputes an answer that has only expired, the last one will do.
+        answer = self.cache.answers.get_or_compute(key, run, lambda: self.generation(key[0]), stale=True,
+                                                   keep=lambda result: isinstance(result, Answer))
+        if not ran:  # kept, or computed by another request
+            return self._replay(answer, environ, start_response, started)
+        if not isinstance(answer, Answer):
+            status, headers, body = answer
+            start_response(status, headers)
+            return [body]
+        return self._answer(answer, environ, start_response)
 
     def _key(self, environ: dict) -> Optional[tuple]:
         path = environ.get("PATH_INFO", "")
@@ -188,9 +145,9 @@ class CachedAnswers:
                 first.setdefault(name, value)
         return tuple(sorted(first.items()))
 
-    def _compute(self, key: tuple, generation: Optional[int], environ: dict,
-                 start_response: Callable) -> Iterable[bytes]:
-        """Run the app without the conditional header (so a 200 can be kept), then answer as a hit would."""
+    def _run(self, environ: dict):
+        """Run the app without the conditional header (so a 200 can be kept): the Answer of a 200 JSON
+        answer, else (status, headers, body) to send as it is."""
         if_none_match = environ.pop("HTTP_IF_NONE_MATCH", None)
         captured: list = []
 
@@ -204,17 +161,15 @@ class CachedAnswers:
         finally:
             if hasattr(app_iter, "close"):
                 app_iter.close()
+        if if_none_match is not None:
+            environ["HTTP_IF_NONE_MATCH"] = if_none_match
         status, headers = captured
         content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
         if not (status.startswith("200") and content_type.startswith("application/json")):
-            start_response(status, headers)
-            return [body]
-        entry = self.cache.put(key, generation, body, headers, environ.get(monitoring.ENDPOINT_KEY, "unmatched"))
-        if if_none_match is not None:
-            environ["HTTP_IF_NONE_MATCH"] = if_none_match
-        return self._answer(entry, environ, start_response)
+            return status, headers, body
+        return answer_of(body, headers, environ.get(monitoring.ENDPOINT_KEY, "unmatched"))
 
-    def _replay(self, entry: Entry, environ: dict, start_response: Callable, started: float) -> Iterable[bytes]:
+    def _replay(self, entry: Answer, environ: dict, start_response: Callable, started: float) -> Iterable[bytes]:
         answer = self._answer(entry, environ, start_response)
         status = 304 if not answer else 200
         monitoring.record_request("GET", environ.get("PATH_INFO", ""), entry.endpoint, status,
@@ -222,7 +177,7 @@ class CachedAnswers:
         return answer
 
     @staticmethod
-    def _answer(entry: Entry, environ: dict, start_response: Callable) -> list:
+    def _answer(entry: Answer, environ: dict, start_response: Callable) -> list:
         if_none_match = environ.get("HTTP_IF_NONE_MATCH")
         if entry.etag is not None and if_none_match and parse_etags(if_none_match).contains_weak(entry.etag):
             start_response("304 NOT MODIFIED", [(k, v) for k, v in entry.headers if k.lower() not in NOT_IN_304])

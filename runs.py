@@ -7,6 +7,7 @@ from typing import Optional
 
 from data_loader import integer_or_none, number_or_none
 from orchestrator_state import SYSTEM_KEY, OrchestratorState
+from timestamps import parse_iso
 
 # How close (s) the result file's timestamp must be to a run's end to be that run.
 SAME_END_SECONDS = 120
@@ -69,7 +70,7 @@ def runs_from_files(s: OrchestratorState) -> list[dict]:
 def _near(s: OrchestratorState, iso: Optional[str], naive: datetime) -> bool:
     if iso is None:
         return False
-    parsed = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    parsed = parse_iso(iso)
     return abs((parsed - naive.replace(tzinfo=s.tz)).total_seconds()) < SAME_END_SECONDS
 
 

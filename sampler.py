@@ -11,6 +11,7 @@ from typing import Callable, Optional
 import database
 import health
 from background import LeaderLoop
+from timestamps import to_iso
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +30,12 @@ def store_sample(conn: sqlite3.Connection, sample: dict) -> None:
             (sample["timestamp"], *(sample.get(c) for c in SAMPLE_COLUMNS)))
 
 
-def latest_sample(conn: sqlite3.Connection) -> Optional[dict]:
-    """The newest stored reading, or None."""
-    row = conn.execute(f"SELECT timestamp, {', '.join(SAMPLE_COLUMNS)} FROM system_health"
-                       " ORDER BY timestamp DESC, id DESC LIMIT 1").fetchone()
-    return dict(row) if row else None
-
-
 def recent_average(conn: sqlite3.Connection, column: str, seconds: int,
                    now: Optional[datetime] = None) -> Optional[float]:
     """The mean of `column` over the samples of the `seconds` before `now` (default: the wall clock), or None."""
     if column not in SAMPLE_COLUMNS:
         raise ValueError(f"unknown health column {column!r}")
-    since = ((now or datetime.now(timezone.utc)) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    since = to_iso((now or datetime.now(timezone.utc)) - timedelta(seconds=seconds))
     row = conn.execute(f"SELECT AVG({column}) FROM system_health WHERE timestamp >= ?", (since,)).fetchone()
     return None if row[0] is None else round(row[0], 1)
 
@@ -66,13 +60,13 @@ def history(conn: sqlite3.Connection, hours: int, max_points: int = 720,
         " MAX(uptime_seconds) AS uptime_seconds, CAST(ROUND(AVG(active_connections)) AS INTEGER) AS active_connections"
         " FROM system_health WHERE timestamp >= ?"
         " GROUP BY CAST(strftime('%s', timestamp) AS INTEGER) / ? ORDER BY 1",
-        (since.strftime("%Y-%m-%dT%H:%M:%SZ"), bucket)).fetchall()
+        (to_iso(since), bucket)).fetchall()
     return [dict(r) for r in rows]
 
 
 def prune(conn: sqlite3.Connection, retention_days: int, now: Optional[datetime] = None) -> int:
     """Delete readings older than `retention_days` before `now` (default: the wall clock); return how many went."""
-    cutoff = ((now or datetime.now(timezone.utc)) - timedelta(days=retention_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cutoff = to_iso((now or datetime.now(timezone.utc)) - timedelta(days=retention_days))
     with database.transaction(conn):
         return conn.execute("DELETE FROM system_health WHERE timestamp < ?", (cutoff,)).rowcount
 

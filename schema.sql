@@ -1,14 +1,18 @@
--- Schema version 1. Later versions are forward migrations in database.py (PRAGMA user_version).
+-- The current schema: what every migration in migrations.py together builds (a new database is created
+-- from this file at once). Changing it means a new migration too, and tests/test_database_reliability.py checks
+-- that both give the same tables, columns and indexes. Version 1 is frozen in tests/fixtures/schema_v1.sql.
 CREATE TABLE IF NOT EXISTS metrics (
     id INTEGER PRIMARY KEY,
     timestamp TEXT NOT NULL,
     agent_id TEXT,
     metric_type TEXT NOT NULL,
     value REAL,
-    notes TEXT
+    notes TEXT,
+    source TEXT NOT NULL DEFAULT 'api'  -- where the point was read: its natural key with the three below
 );
 CREATE INDEX IF NOT EXISTS idx_metrics_type_time ON metrics (metric_type, timestamp);
 CREATE INDEX IF NOT EXISTS idx_metrics_agent_time ON metrics (agent_id, timestamp);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_metrics_natural ON metrics (source, metric_type, timestamp, COALESCE(agent_id, ''));
 
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -17,22 +21,39 @@ CREATE TABLE IF NOT EXISTS events (
     agent_id TEXT,
     message TEXT NOT NULL,
     severity TEXT NOT NULL DEFAULT 'info',
-    metadata TEXT
+    metadata TEXT,
+    source TEXT,
+    fingerprint TEXT  -- an event recorded more than once (an ingested log line) is kept once
 );
 CREATE INDEX IF NOT EXISTS idx_events_time ON events (timestamp);
 CREATE INDEX IF NOT EXISTS idx_events_type_time ON events (event_type, timestamp);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_events_fingerprint ON events (fingerprint) WHERE fingerprint IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_events_severity_time ON events (severity, timestamp);
 
 CREATE TABLE IF NOT EXISTS training_sessions (
     id INTEGER PRIMARY KEY,
-    start_time TEXT NOT NULL,
+    start_time TEXT,
     end_time TEXT,
     agents_trained INTEGER,
     overall_improvement REAL,
     status TEXT NOT NULL,
     phase TEXT,
-    error_message TEXT
+    error_message TEXT,
+    origin TEXT NOT NULL DEFAULT 'orchestrator',
+    run_key TEXT,
+    duration_seconds REAL,
+    overall_quality REAL,
+    agents_failed INTEGER,
+    pid INTEGER,
+    command TEXT,
+    output_path TEXT,
+    exit_code INTEGER
 );
 CREATE INDEX IF NOT EXISTS idx_sessions_start ON training_sessions (start_time);
+CREATE INDEX IF NOT EXISTS idx_sessions_end ON training_sessions (end_time);
+CREATE INDEX IF NOT EXISTS idx_sessions_last_seen ON training_sessions (COALESCE(end_time, start_time));
+CREATE UNIQUE INDEX IF NOT EXISTS idx_sessions_run_key ON training_sessions (run_key) WHERE run_key IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS idx_sessions_one_running ON training_sessions (status) WHERE status = 'running';
 
 CREATE TABLE IF NOT EXISTS system_health (
     id INTEGER PRIMARY KEY,
@@ -65,6 +86,7 @@ CREATE TABLE IF NOT EXISTS storyboard_projects (
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS idx_projects_created ON storyboard_projects (created_at);
 
 CREATE TABLE IF NOT EXISTS storyboard_scenes (
     id INTEGER PRIMARY KEY,
@@ -74,4 +96,46 @@ CREATE TABLE IF NOT EXISTS storyboard_scenes (
     description TEXT,
     duration_sec REAL NOT NULL,
     UNIQUE (project_id, position)
+);
+
+-- The alerts active now (events record when each was raised and cleared).
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY,
+    severity TEXT NOT NULL,
+    source TEXT NOT NULL,
+    message TEXT NOT NULL,
+    since TEXT NOT NULL
+);
+
+-- The ingester's bookkeeping: each file as last recorded, and where it stopped in each growing one.
+CREATE TABLE IF NOT EXISTS ingested_files (
+    path TEXT PRIMARY KEY,
+    mtime_ns INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    ingested_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ingest_cursors (
+    path TEXT NOT NULL,
+    series TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    last_key TEXT,
+    PRIMARY KEY (path, series)
+);
+
+-- Shared by every worker: request counts per rate window, the readiness probe's write target, and a
+-- counter per path prefix that each successful POST bumps (cached answers hold while it is unchanged).
+CREATE TABLE IF NOT EXISTS rate_limits (
+    key TEXT NOT NULL,
+    window INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (key, window)
+);
+CREATE INDEX IF NOT EXISTS idx_rate_limits_window ON rate_limits (window);
+CREATE TABLE IF NOT EXISTS readiness_probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    checked_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cache_generations (
+    prefix TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
 );

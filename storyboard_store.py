@@ -4,7 +4,8 @@ from __future__ import annotations
 import sqlite3
 import uuid
 
-from database import transaction, utc_now
+from database import transaction
+from timestamps import utc_now
 
 
 def list_projects(conn: sqlite3.Connection, limit: int, offset: int = 0) -> tuple[list[dict], int]:

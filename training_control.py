@@ -41,6 +41,7 @@ import events
 import training_wrapper as tw
 from errors import ApiError
 from file_lock import flock_within
+from timestamps import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ class TrainingController:
             reason += f"; its orphaned process group {child['pgid']} was killed"
         stop = (run_dir / tw.STOP_FILE).exists()
         outcome = {"session_id": row["id"], "status": "stopped" if stop else "failed", "exit_code": None,
-                   "error_message": reason, "ended_at": database.utc_now(), "stop_requested": stop,
+                   "error_message": reason, "ended_at": utc_now(), "stop_requested": stop,
                    "killed": False, "lost": True}
         with contextlib.suppress(OSError):
             tw.write_json_atomic(run_dir / tw.EXIT_FILE, outcome)
@@ -240,7 +241,7 @@ class TrainingController:
                 raise ApiError(409, "the orchestrator's log shows a training run in progress that the dashboard"
                                     " did not start; send {\"force\": true} if it is stale",
                                extra={"session_id": None})
-            started_at = database.utc_now()
+            started_at = utc_now()
             try:
                 with database.transaction(conn):
                     session_id = conn.execute(
@@ -311,7 +312,7 @@ class TrainingController:
         run_dir = self.run_dir(row)
         first = not (run_dir / tw.STOP_FILE).exists()
         with contextlib.suppress(OSError):
-            (run_dir / tw.STOP_FILE).write_text(database.utc_now() + "\n", encoding="utf-8")
+            (run_dir / tw.STOP_FILE).write_text(utc_now() + "\n", encoding="utf-8")
         if self._wrapper_alive(row):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(row["pid"], signal.SIGTERM)

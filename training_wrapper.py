@@ -14,7 +14,8 @@ session of its own, so a restart of the dashboard (gunicorn workers dying) does 
 4. writes the outcome to <run_dir>/exit_status.json (atomically), then to the training_sessions row,
    then records a training event.
 
-Only the standard library and psutil are imported up front; `events` is imported at the end.
+Only the standard library, psutil and `timestamps` are imported up front; `database` when the database
+is opened, `events` at the end.
 """
 from __future__ import annotations
 
@@ -46,11 +47,12 @@ import os  # noqa: E402
 import re  # noqa: E402
 import sqlite3  # noqa: E402
 import subprocess  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Optional  # noqa: E402
 
 import psutil  # noqa: E402
+
+from timestamps import utc_now  # noqa: E402
 
 SPEC_FILE = "spec.json"
 WRAPPER_FILE = "wrapper.json"
@@ -61,15 +63,11 @@ OUTPUT_FILE = "output.log"
 POLL_SECONDS = 0.1
 COMMIT_WAIT_SECONDS = 30.0
 DB_RETRY_SECONDS = 60.0
+DB_WAIT_SECONDS = 30.0  # busy_timeout of the wrapper's connection
 NOTE_PREFIX = "[training-wrapper]"
 # The "last ERROR line" of a failed run: a log level word, FAILED, or a Python exception line.
 ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL|FATAL|FAILED)\b|^(?:[A-Za-z_][\w.]*\.)?[A-Za-z_]\w*(?:Error|Exception)\b")
 TAIL_BYTES = 64 * 1024
-
-
-def utc_now() -> str:
-    """Now, as the API's ISO 8601 UTC string."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def write_json_atomic(path: Path, value: dict) -> None:
@@ -90,14 +88,6 @@ def read_json(path: Path) -> Optional[dict]:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
-
-
-def connect(db_path: str) -> sqlite3.Connection:
-    """An autocommit connection that waits for writers rather than failing."""
-    conn = sqlite3.connect(db_path, timeout=30.0, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA busy_timeout = 30000")
-    return conn
 
 
 def process_alive(pid: Optional[int], create_time: Optional[float]) -> bool:
@@ -255,7 +245,9 @@ class Wrapper:
     # --- the run ---
 
     def run(self) -> int:
-        conn = connect(self.spec["database"])
+        import database  # here, not up front: see the imports above
+
+        conn = database.connect(self.spec["database"], busy_timeout=DB_WAIT_SECONDS)  # waits for writers
         if not self.wait_for_commit(conn):
             print(f"{NOTE_PREFIX} session {self.session_id} was never committed; nothing started",
                   file=sys.stderr, flush=True)

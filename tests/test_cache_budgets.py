@@ -98,16 +98,19 @@ def test_expired_answers_are_dropped_unless_being_recomputed(monkeypatch):
     clock = StepClock()
     monkeypatch.setattr(response_cache, "time", clock)
     cache = response_cache.ResponseCache(ttl=1, max_bytes=1 << 20)
+
+    def put(key, body, headers):
+        cache.answers.put(key, response_cache.answer_of(body, headers, key[0]), None)
     for n in range(10):
-        cache.put((f"/api/a/{n}", (), ""), None, b"x" * 1000, [("Content-Type", "application/json")], "a")
+        put((f"/api/a/{n}", (), ""), b"x" * 1000, [("Content-Type", "application/json")])
     busy = ("/api/a/0", (), "")
-    lock = cache.lock_for(busy)
+    lock = cache.answers.claim(busy)
     lock.acquire()  # a request recomputing /api/a/0: waiters replay its expired answer meanwhile
     clock.advance(1.5)
-    cache.put(("/api/b", (), ""), None, b"{}", [("Content-Type", "application/json")], "b")
+    put(("/api/b", (), ""), b"{}", [("Content-Type", "application/json")])
     assert len(cache) == 2 and cache.get(busy) is not None and cache.get(("/api/a/5", (), "")) is None
-    cache.put(busy, None, b"{}", [], "a")  # its recomputation is stored
-    cache.release(busy, lock)
+    put(busy, b"{}", [])  # its recomputation is stored
+    cache.answers.release(busy, lock)
     assert cache.bytes == sum(cache.get(k).cost for k in (busy, ("/api/b", (), "")))
 
 

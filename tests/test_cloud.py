@@ -607,15 +607,15 @@ def test_the_cache_keys_on_path_and_query_and_never_keeps_errors(tmp_path, monke
 
 def test_concurrent_misses_make_one_upstream_call(monkeypatch):
     cache, calls, misses = cloud_cache.TTLCache(5), [], []
-    fresh = cache._fresh
+    kept = cache._cache.entry  # each caller looks the key up once on the way in, the loader once more
 
     def noting_misses(key):
-        hit = fresh(key)
-        if hit is None:
+        entry = kept(key)
+        if entry is None:
             misses.append(key)
-        return hit
+        return entry
 
-    monkeypatch.setattr(cache, "_fresh", noting_misses)
+    monkeypatch.setattr(cache._cache, "entry", noting_misses)
 
     def load():
         calls.append(1)

@@ -55,6 +55,11 @@ def write(path: Path, content, mtime_ns: int | None = None) -> Path:
     return path
 
 
+def tail(path: Path, n: int, max_bytes: int = log_reader.TAIL_MAX_BYTES) -> tuple:
+    """(the last n whole lines, warnings) of the window read_log_events reads backwards from a log's end."""
+    return log_reader._tail(Path(path), n, max_bytes)[:2]
+
+
 CURRENT_CONFIG = {"training": {
     "enabled": True, "schedule": "0 3 * * *", "timeout_per_agent_seconds": 300, "timeout_total_seconds": 1800,
     "harvester": {"data_quality_threshold": 6.5, "min_records_per_type": 20},
@@ -173,7 +178,7 @@ def test_invalid_utf8_is_replaced(tmp_path):
     assert warnings == [] and value["agents"]["agent_8"]["description"] == "bad é \ufffd\ufffd"
 
 
-# --- result, metrics, orchestration report ---
+# --- result and metrics ---
 
 def test_training_result_success(tmp_path):
     value, warnings = dl.parse_training_result(write(tmp_path / "r.json", json.dumps(SUCCESS_RESULT)))
@@ -226,25 +231,6 @@ def test_training_metrics(tmp_path):
                         "training_metrics.json: system_overall_quality: 1 values of the wrong type set to null"]
     assert dl.parse_training_metrics(write(tmp_path / "m.json", '"text"')) == (None, ["m.json: not a JSON object"])
 
-
-def test_orchestration_report(tmp_path):
-    doc = {"project_metadata": {"timestamp": "2025-11-10T14:02:11.5", "music_genre": "synthwave", "mood": "dark",
-                                "system_version": "2.1", "status": "completed"},
-           "workflow_status": {"agent_1": "✅ Trend Detective", "agent_7a": "❌ Mixer (stage A)", "agent_7b": "pending"},
-           "integrated_results": {}, "execution_plan": {}, "success_metrics": {}, "next_steps": ["publish"],
-           "system_summary": {"total_agents": 12, "live_apis": 4, "production_ready": True, "deployment_ready": False}}
-    value, warnings = dl.parse_orchestration_report(write(tmp_path / "orchestration_report.json", json.dumps(doc)))
-    assert warnings == []
-    assert value["timestamp"] == datetime(2025, 11, 10, 14, 2, 11, 500000)
-    assert (value["music_genre"], value["mood"], value["status"], value["system_version"]) == (
-        "synthwave", "dark", "completed", "2.1")
-    assert value["workflow"] == {"agent_1": {"ok": True, "name": "Trend Detective"},
-                                 "agent_7a": {"ok": False, "name": "Mixer (stage A)"},
-                                 "agent_7b": {"ok": None, "name": "pending"}}
-    assert value["system_summary"]["total_agents"] == 12 and value["next_steps"] == ["publish"]
-
-
-# --- torn JSON and the cache ---
 
 def test_torn_json_serves_last_good_copy_as_stale(tmp_path):
     cache = ParseCache()
@@ -321,11 +307,10 @@ def test_fifo_refused_without_blocking(tmp_path):
     logs.mkdir()
     for name in ("config.json", "daily_report_2025-01-14.txt", "run.log"):
         os.mkfifo(logs / name)
-    for parser in (dl.parse_config, dl.parse_training_result, dl.parse_training_metrics, dl.parse_daily_report,
-                   dl.parse_orchestration_report):
+    for parser in (dl.parse_config, dl.parse_training_result, dl.parse_training_metrics, dl.parse_daily_report):
         value, warnings = run_with_timeout(lambda: parser(logs / "config.json"))
         assert value is None and warnings == ["config.json: not a regular file, refused"]
-    assert run_with_timeout(lambda: dl.tail_lines(logs / "run.log", 10)) == (
+    assert run_with_timeout(lambda: tail(logs / "run.log", 10)) == (
         [], ["run.log: not a regular file, refused"])
     assert run_with_timeout(lambda: dl.read_log_events(logs / "run.log", 10))[0] == []
     assert run_with_timeout(lambda: list(dl.iter_log_events(logs / "run.log"))) == []
@@ -465,19 +450,19 @@ def test_list_log_files(tmp_path):
 
 def test_tail_lines_basic_partial_crlf_and_bom(tmp_path):
     path = write(tmp_path / "run.log", b"\xef\xbb\xbffirst\r\nsecond\r\nthird\npartial, still being writ")
-    assert dl.tail_lines(path, 2) == (["second", "third"], [])
-    assert dl.tail_lines(path, 10) == (["first", "second", "third"], [])
-    assert dl.tail_lines(path, 0) == ([], [])
-    assert dl.tail_lines(tmp_path / "missing.log", 3) == ([], ["missing.log: missing"])
-    assert dl.tail_lines(write(tmp_path / "bad.log", b"ok \xff\xfe end\n"), 1) == (["ok \ufffd\ufffd end"], [])
+    assert tail(path, 2) == (["second", "third"], [])
+    assert tail(path, 10) == (["first", "second", "third"], [])
+    assert tail(path, 0) == ([], [])
+    assert tail(tmp_path / "missing.log", 3) == ([], ["missing.log: missing"])
+    assert tail(write(tmp_path / "bad.log", b"ok \xff\xfe end\n"), 1) == (["ok \ufffd\ufffd end"], [])
 
 
 def test_tail_lines_drops_the_cut_first_line_only(tmp_path):
     path = write(tmp_path / "run.log", "aaaa\nbbbb\ncccc\n")
-    lines, warnings = dl.tail_lines(path, 10, max_bytes=10)  # one byte is kept back: window "bbb\ncccc\n"
-    assert lines == ["cccc"] and warnings == ["run.log: only 1 of 10 lines within the last 10 bytes"]
-    assert dl.tail_lines(path, 10, max_bytes=11)[0] == ["bbbb", "cccc"]  # window starts exactly at a line
-    assert dl.tail_lines(path, 10, max_bytes=12)[0] == ["bbbb", "cccc"]  # window starts with the cut "\n"
+    lines, warnings, capped = log_reader._tail(path, 10, 10)  # one byte is kept back: window "bbb\ncccc\n"
+    assert lines == ["cccc"] and warnings == [] and capped
+    assert tail(path, 10, max_bytes=11)[0] == ["bbbb", "cccc"]  # window starts exactly at a line
+    assert tail(path, 10, max_bytes=12)[0] == ["bbbb", "cccc"]  # window starts with the cut "\n"
 
 
 class ByteCounter:
@@ -503,16 +488,15 @@ def test_tail_lines_large_file_reads_only_the_tail(tmp_path, monkeypatch):
         f.write(b"\n" + b"".join(b"2025-11-14 03:00:%02d,000 - T - INFO - line %d\n" % (i % 60, i) for i in range(5000)))
         f.write(b"2025-11-14 03:01:00,000 - T - INFO - partial")
     counter = ByteCounter(monkeypatch)
-    lines, warnings = dl.tail_lines(path, 3)
+    lines, warnings = tail(path, 3)
     assert [line.rsplit(" ", 1)[1] for line in lines] == ["4997", "4998", "4999"] and warnings == []
     assert 0 < counter.total <= dl.BLOCK_SIZE  # > 0: the reads really went through the counted calls
     counter.total = 0
-    lines, warnings = dl.tail_lines(path, 10 ** 6)
+    lines, warnings = tail(path, 10 ** 6)
     # The 200 MiB of NULs are one line longer than the window: looked past for at most LONG_LINE_SCAN_BYTES.
     assert counter.total <= dl.TAIL_MAX_BYTES + log_reader.LONG_LINE_SCAN_BYTES + 2 * dl.BLOCK_SIZE
     assert len(lines) == 5000 and lines[-1].endswith("line 4999") and "\x00" not in lines[0]
-    assert len(warnings) == 2 and "earlier lines not read" in warnings[0], warnings
-    assert "only 5000 of 1000000 lines" in warnings[1]
+    assert len(warnings) == 1 and "earlier lines not read" in warnings[0], warnings
     counter.total = 0
     events, _ = dl.read_log_events(path, 100)
     assert counter.total <= 20 * dl.TAIL_MAX_BYTES and [e["message"] for e in events[-2:]] == ["line 4998", "line 4999"]
@@ -526,9 +510,9 @@ BOX_LINES = [TOP, box("  DAILY TRAINING REPORT [2025-01-14]"), "x" + MID, "ab" +
 def test_tail_lines_box_characters_across_every_block_boundary(tmp_path, monkeypatch, block_size):
     path = write(tmp_path / "daily.log", "\n".join(BOX_LINES) + "\n")
     monkeypatch.setattr(log_reader, "BLOCK_SIZE", block_size)
-    lines, warnings = dl.tail_lines(path, 100)
+    lines, warnings = tail(path, 100)
     assert lines == BOX_LINES and warnings == []
-    assert dl.tail_lines(path, 3)[0] == BOX_LINES[-3:]
+    assert tail(path, 3)[0] == BOX_LINES[-3:]
 
 
 def test_read_log_events_groups_tracebacks(tmp_path):
@@ -608,7 +592,7 @@ def test_any_bytes_keep_the_contract(tmp_path, data):
     try:
         for parser, name in ((dl.parse_daily_report, "daily_report_2025-01-14.txt"), (dl.parse_config, "config.json"),
                              (dl.parse_training_metrics, "training_metrics.json"),
-                             (dl.parse_training_result, "result.json"), (dl.parse_orchestration_report, "o.json")):
+                             (dl.parse_training_result, "result.json")):
             value, warnings = parser(write(tmp_path / name, data))
             assert value is None or isinstance(value, dict)
             assert isinstance(warnings, list) and all(isinstance(w, str) and w.startswith(name) for w in warnings)
@@ -668,11 +652,11 @@ def test_a_line_longer_than_the_window_is_skipped_and_the_lines_before_it_found(
     # plan T27
     monkeypatch.setattr(log_reader, "BLOCK_SIZE", block_size)
     path = write(tmp_path / "run.log", "\ufeffa\n" + "b" * 20 + "\nc\n" + "d" * 30)  # d...: still being written
-    assert dl.tail_lines(path, 10, max_bytes=8) == (
+    assert tail(path, 10, max_bytes=8) == (
         ["a", "c"], ["run.log: skipped a line of 20 bytes at byte 5 (longer than the 8-byte window)"])
-    assert dl.tail_lines(path, 1, max_bytes=8) == (["c"], [])
+    assert tail(path, 1, max_bytes=8) == (["c"], [])
     monkeypatch.setattr(log_reader, "LONG_LINE_SCAN_BYTES", 40)  # the 30 unfinished bytes count too
-    lines, warnings = dl.tail_lines(path, 10, max_bytes=8)
+    lines, warnings = tail(path, 10, max_bytes=8)
     assert lines == ["c"] and any("earlier lines not read" in w for w in warnings), warnings
 
 

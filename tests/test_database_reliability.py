@@ -27,6 +27,7 @@ import pytest
 from conftest import PROJECT, poll
 
 import database
+from migrations import SCHEMA_FILE
 from sampler import Sampler
 from servers import Gunicorn
 
@@ -429,11 +430,32 @@ def table_rows(conn: sqlite3.Connection, columns: dict[str, list[str]] | None = 
 
 
 def schema_of(conn: sqlite3.Connection) -> dict[str, object]:
-    """Tables with their columns (name, type, not null, default, pk) and index definitions."""
-    tables = {name: [tuple(c)[1:] for c in conn.execute(f"PRAGMA table_info({name})")]
-              for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")}
-    indexes = sorted(tuple(r) for r in conn.execute("SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index'"))
-    return {"tables": tables, "indexes": indexes}
+    """Tables with their columns (name, type, not null, default, pk) and indexes (PRAGMA index_list: unique,
+    origin, partial; their columns; their definitions, spaces aside)."""
+    names = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    tables = {name: [tuple(c)[1:] for c in conn.execute(f"PRAGMA table_info({name})")] for name in names}
+    index_list = {name: sorted((i["name"], i["unique"], i["origin"], i["partial"], tuple(
+        tuple(c) for c in conn.execute(f"PRAGMA index_xinfo({i['name']})")))
+        for i in conn.execute(f"PRAGMA index_list({name})")) for name in names}
+    indexes = sorted((name, table, sql and " ".join(sql.split())) for name, table, sql in conn.execute(
+        "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index'"))
+    return {"tables": tables, "index_list": index_list, "indexes": indexes}
+
+
+# plan T07
+def test_schema_sql_is_what_the_migrations_build(tmp_path):
+    upgraded, created = tmp_path / "upgraded.sqlite", tmp_path / "created.sqlite"
+    with contextlib.closing(sqlite3.connect(upgraded)) as conn:
+        conn.executescript(SCHEMA_V1.read_text(encoding="utf-8"))
+        conn.execute("PRAGMA user_version = 1")
+    assert database.migrate(upgraded) == 1  # version 1 through every migration
+    with contextlib.closing(sqlite3.connect(created)) as conn:
+        conn.executescript(SCHEMA_FILE.read_text(encoding="utf-8"))  # the current schema, as written
+    with opened(upgraded) as conn:
+        migrated = schema_of(conn)
+    with opened(created) as conn:
+        assert schema_of(conn) == migrated
+    assert len(migrated["tables"]) == 13 and len(migrated["indexes"]) == 23
 
 
 # plan T07

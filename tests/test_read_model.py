@@ -16,6 +16,7 @@ from contextlib import closing
 
 import database
 from conftest import ingest
+from timestamps import utc_now
 
 QUALITY = "/api/metrics/quality?days=30"
 
@@ -72,7 +73,7 @@ def test_a_commit_by_another_connection_shows_at_once(make_app, orchestrator, tm
     with closing(database.connect(tmp_path / "db.sqlite")) as other, database.transaction(other):
         other.execute("INSERT INTO training_sessions (run_key, status, origin, start_time, end_time, error_message)"
                       " VALUES ('2099-01-01T00:00:00Z', 'failed', 'orchestrator', ?, ?, 'recorded elsewhere')",
-                      (database.utc_now(), database.utc_now()))
+                      (utc_now(), utc_now()))
     after = client.get("/api/training/history?days=30").get_json()
     assert len(after) == len(before) + 1
     assert [r for r in after if r["error"] == "recorded elsewhere"]
