@@ -12,19 +12,19 @@ from dotenv import load_dotenv
 from flask import Flask, request
 from flask_cors import CORS
 
-import auth
+from dashboard.web import auth
 import database
-import endpoints
-import errors
-import hardening
-import monitoring
-import response_cache
-import routes
-import validation
-from config import PROJECT_DIR, load_config
+from dashboard.web import endpoints
+from dashboard.web import errors
+from dashboard.web import hardening
+from dashboard.web import monitoring
+from dashboard.web import response_cache
+from dashboard.web import routes
+from dashboard.web import validation
+from dashboard.config import PROJECT_DIR, load_config
 from data_providers import DataProviderFactory
-from ingester import Ingester
-from sampler import Sampler
+from dashboard.ops.ingester import Ingester
+from dashboard.ops.sampler import Sampler
 
 log = logging.getLogger("dashboard")
 _log_listener: logging.handlers.QueueListener | None = None

@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from file_reading import decode_text, parse_naive_timestamp, read_capped, resolve_inside
-from parse_cache import ParseCache, TornJSON, cached
+from dashboard.local.file_reading import decode_text, parse_naive_timestamp, read_capped, resolve_inside
+from dashboard.local.parse_cache import ParseCache, TornJSON, cached
 
 # Re-exported: callers read the files and the run log as dl.<name> (also resolve_inside, parse_naive_timestamp).
-from file_reading import BLOCK_SIZE, MAX_FILE_BYTES, open_regular, to_utc_iso  # noqa: F401
-from log_reader import (TAIL_MAX_BYTES, iter_log_events, list_log_files, log_events_from,  # noqa: F401
+from dashboard.local.file_reading import BLOCK_SIZE, MAX_FILE_BYTES, open_regular, to_utc_iso  # noqa: F401
+from dashboard.local.log_reader import (TAIL_MAX_BYTES, iter_log_events, list_log_files, log_events_from,  # noqa: F401
                         parse_log_line, parse_run_progress, read_log_events)
 
 JSON_RETRY_SECONDS = 0.05

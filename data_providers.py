@@ -9,7 +9,7 @@ import importlib
 from abc import ABC, abstractmethod
 from typing import Iterator, Optional
 
-from contract import NewProject, Payload, StartTraining
+from dashboard.contract import NewProject, Payload, StartTraining
 
 
 class DataProvider(ABC):
@@ -127,7 +127,7 @@ class DataProvider(ABC):
         """GET /api/training/session/<session_id> (contract.TrainingSession); 404 when unknown."""
 
 
-PROVIDERS: dict[str, str] = {"local": "local_provider:LocalDataProvider", "cloud": "cloud_provider:CloudDataProvider"}
+PROVIDERS: dict[str, str] = {"local": "dashboard.local.provider:LocalDataProvider", "cloud": "dashboard.cloud.provider:CloudDataProvider"}
 
 
 class DataProviderFactory:

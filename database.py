@@ -15,8 +15,8 @@ from pathlib import Path
 import click
 from flask import Flask, current_app, g
 
-from errors import error_response
-from migrations import MIGRATIONS, SCHEMA_FILE, SCHEMA_VERSION
+from dashboard.web.errors import error_response
+from dashboard.store.migrations import MIGRATIONS, SCHEMA_FILE, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
-import malloc_tuning
-from config import PROJECT_DIR, load_config
+from dashboard.ops import malloc_tuning
+from dashboard.config import PROJECT_DIR, load_config
 
 load_dotenv(PROJECT_DIR / ".env")
 _settings = load_config(os.environ)
@@ -17,7 +17,7 @@ workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 # Threads, not sync workers: an open /api/stream holds a thread, and a sync worker would be killed
 # by `timeout` mid-stream. STREAM_MAX_CLIENTS keeps threads free for REST calls.
 # gunicorn_worker.JsonErrorWorker is gthread whose own refusals (414, 431, 400) are JSON like the app's errors.
-worker_class = "gunicorn_worker.JsonErrorWorker"
+worker_class = "dashboard.web.gunicorn_worker.JsonErrorWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = 30  # under gthread, a heartbeat check of the worker, not a limit per request
 graceful_timeout = 20  # stopping: requests in flight get this long; open streams end at once (below)
@@ -78,8 +78,7 @@ def post_worker_init(worker):
     import threading
     import time
 
-    import stream
-
+    from dashboard.web import stream
     def watch():
         while worker.alive:
             time.sleep(stream.WAKE_SECONDS)

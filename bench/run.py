@@ -259,7 +259,7 @@ def serving(server: Server):
 def dashboard_env(args, workdir: Path, name: str, orchestrator: Path) -> dict:
     """The production settings: what changes the measurement is set explicitly (to the app's defaults
     unless an option says otherwise), so that a developer's .env cannot change what is measured."""
-    from config import load_config
+    from dashboard.config import load_config
 
     defaults = load_config({})
     state = workdir / "run" / name

@@ -9,10 +9,9 @@ import sys
 
 import pytest
 
-from config import ConfigError, load_config
+from dashboard.config import ConfigError, load_config
 from conftest import PROJECT, get_route_urls
 
-sys.path.insert(0, str(PROJECT / "bench"))
 from agents_scale import scale_report  # noqa: E402  (the bench's data set, built the same way)
 
 AGENTS = 25_000

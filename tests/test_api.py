@@ -10,7 +10,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from conftest import EXAMPLE_AGENTS, OTHER_AGENTS
-from contract import RESPONSES
+from dashboard.contract import RESPONSES
 
 GET_ENDPOINTS = {
     "/api/dashboard/overview": "dashboard_overview",

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-import endpoints
-import openapi
-import response_cache
+from dashboard.web import endpoints
+from dashboard.web import openapi
+from dashboard.web import response_cache
 from conftest import ingest
 from test_production import StepClock
 
@@ -125,9 +125,9 @@ def test_every_view_declares_the_query_parameters_the_api_documents(app):
 
 @pytest.mark.parametrize("declared", [True, False])
 def test_a_view_reading_an_undeclared_parameter_fails_loudly(make_app, orchestrator, declared):
-    import routes
-    from queries import Days
-    from validation import query
+    from dashboard.web import routes
+    from dashboard.web.queries import Days
+    from dashboard.web.validation import query
     app = make_app(orchestrator())
 
     def view():

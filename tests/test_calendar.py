@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import database
-import local_provider
-import sampler
+from dashboard.local import provider as local_provider
+from dashboard.ops import sampler
 from conftest import ORCHESTRATOR
 
 _spec = importlib.util.spec_from_file_location("example_orchestrator", ORCHESTRATOR)

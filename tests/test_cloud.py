@@ -28,12 +28,12 @@ import urllib3
 
 from conftest import poll
 
-import auth
-import cloud_cache
-import cloud_client
-import cloud_retry
+from dashboard.web import auth
+from dashboard.cloud import cache as cloud_cache
+from dashboard.cloud import client as cloud_client
+from dashboard.cloud import retry as cloud_retry
 from app import create_app
-from config import ConfigError
+from dashboard.config import ConfigError
 from servers import Gunicorn, free_port
 
 CANARY = "canary-K3Y-7f3e9a1c5b2d4e60-never-log-me"
@@ -664,7 +664,7 @@ def test_retry_policies():
 
 
 def test_every_cloud_read_and_write_is_checked_against_a_contract_model():
-    import cloud_provider
+    from dashboard.cloud import provider as cloud_provider
     import data_providers
     from pydantic import TypeAdapter
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-import circuit_breaker
-import cloud_client
-from config import ConfigError, load_config
-from errors import ApiError
+from dashboard.cloud import breaker as circuit_breaker
+from dashboard.cloud import client as cloud_client
+from dashboard.config import ConfigError, load_config
+from dashboard.web.errors import ApiError
 from conftest import poll
 from test_cloud import AGENT_ROW, CANARY, Reply, Stub, call, cloud_app, start_gunicorn, stop, wait_ready
 

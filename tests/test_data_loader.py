@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import data_loader as dl
-import log_reader
-from parse_cache import ParseCache
+from dashboard.local import log_reader
+from dashboard.local.parse_cache import ParseCache
 
 W = 77  # inner width: "║" + 77 columns + "║" = 79
 

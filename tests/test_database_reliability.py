@@ -27,8 +27,8 @@ import pytest
 from conftest import PROJECT, poll
 
 import database
-from migrations import SCHEMA_FILE
-from sampler import Sampler
+from dashboard.store.migrations import SCHEMA_FILE
+from dashboard.ops.sampler import Sampler
 from servers import Gunicorn
 
 WORKER = Path(__file__).with_name("fixtures") / "db_worker.py"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from config import load_config
+from dashboard.config import load_config
 from conftest import PROJECT
 
 ENV_EXAMPLE = PROJECT / ".env.example"

@@ -10,15 +10,15 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 from werkzeug.serving import make_server
 
-import cloud_provider
+from dashboard.cloud import provider as cloud_provider
 import data_providers
-import endpoints
-import response_cache
+from dashboard.web import endpoints
+from dashboard.web import response_cache
 from app import create_app
-from cloud_provider import CloudDataProvider
-from contract import MetricsQuality, Payload, WithWarnings
-from local_provider import LocalDataProvider
-from queries import Days
+from dashboard.cloud.provider import CloudDataProvider
+from dashboard.contract import MetricsQuality, Payload, WithWarnings
+from dashboard.local.provider import LocalDataProvider
+from dashboard.web.queries import Days
 from servers import free_port
 
 
@@ -150,7 +150,7 @@ def test_every_provider_method_has_its_row_and_every_row_its_method():
 
 def test_the_named_responses_are_the_rows_models():
     """contract.RESPONSES (the names the tests check answers by) says what the rows say."""
-    from contract import RESPONSES
+    from dashboard.contract import RESPONSES
 
     models = {row.name: row.response for row in endpoints.TABLE}
     assert {name: models.get(name) for name in RESPONSES} == RESPONSES

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import psutil
 
-import cloud_cache
+from dashboard.cloud import cache as cloud_cache
 import database
-import events
-import hardening
-import storyboard_store
-import training_wrapper
+from dashboard.store import events
+from dashboard.web import hardening
+from dashboard.store import storyboard_store
+from dashboard.training import wrapper as training_wrapper
 from conftest import poll
 from servers import Gunicorn
-from validation import PROJECTS_PAGE
+from dashboard.web.validation import PROJECTS_PAGE
 
 LIST = "/api/storyboard/projects"
 CREATE = "/api/storyboard/project/create"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import socket
 
-import gunicorn_worker
+from dashboard.web import gunicorn_worker
 from servers import Gunicorn
 
 FIELD_SIZE = 8190  # gunicorn's default limit_request_field_size (gunicorn.conf.py keeps it)

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import sampler
-
+from dashboard.ops import sampler
 RUN_FAILED = "Holistic training failed: corrupt record 137 in harvested batch (written by the test)"
 
 
@@ -180,7 +179,7 @@ def test_health_history_serves_stored_samples(make_app, orchestrator, db_path):
     sample = {"timestamp": "2000-01-01T00:00:00Z", "cpu_percent": 1.0, "memory_percent": 2.0,
               "disk_percent": 3.0, "uptime_seconds": 4, "active_connections": 5}
     sampler.store_sample(conn, sample)  # older than any retention
-    from health import read_sample
+    from dashboard.ops.host_health import read_sample
     fresh = read_sample()
     sampler.store_sample(conn, fresh)
     body = client.get("/api/system/health/history?hours=1").get_json()

@@ -26,8 +26,8 @@ from types import SimpleNamespace
 
 import pytest
 
-import hardening
-from config import ConfigError, load_config
+from dashboard.web import hardening
+from dashboard.config import ConfigError, load_config
 from servers import PROJECT, Gunicorn, free_port, wait_for_port
 from test_stream import EventStream
 

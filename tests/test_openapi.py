@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-import openapi
+from dashboard.web import openapi
 from conftest import EXAMPLE_AGENTS, create_app
 
 FLASK_ARG = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
@@ -64,8 +64,7 @@ def test_the_schemas_are_the_contracts(doc):
 
     from pydantic import TypeAdapter
 
-    import contract
-
+    from dashboard import contract
     components = doc["components"]["schemas"]
     checked = set()
     for path, item in doc["paths"].items():
@@ -418,8 +417,7 @@ def test_the_streams_events_are_the_documents(keyed_app):
 
 
 def test_a_wrong_event_fails_the_documents_stream_schema(keyed_app, monkeypatch):
-    import stream
-
+    from dashboard.web import stream
     monkeypatch.setattr(stream, "events", lambda *args: iter(['event: training\ndata: {"is_running": "no"}\n\n']))
     case = whole_schema["/api/stream"]["GET"].Case()
     with pytest.raises(FailureGroup, match="SSE event violates schema"):

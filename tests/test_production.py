@@ -16,9 +16,9 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import hardening
-import response_cache
-from config import load_config
+from dashboard.web import hardening
+from dashboard.web import response_cache
+from dashboard.config import load_config
 from conftest import get_route_urls, poll
 from servers import Gunicorn
 

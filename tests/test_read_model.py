@@ -16,7 +16,7 @@ from contextlib import closing
 
 import database
 from conftest import ingest
-from timestamps import utc_now
+from dashboard.timestamps import utc_now
 
 QUALITY = "/api/metrics/quality?days=30"
 
@@ -100,8 +100,7 @@ def test_a_replaced_database_file_is_read_as_the_new_file(make_app, orchestrator
 def test_an_answer_computed_while_the_database_failed_is_not_kept(make_app, orchestrator, monkeypatch, tmp_path):
     """A read that fails once (forced: nothing real fails a read while the version stays readable) gives
     an answer with a warning, and the next request reads the history again rather than reusing it."""
-    import history_reads
-
+    from dashboard.store import history_reads
     root = orchestrator()
     os.unlink(root / "logs" / "training_metrics.json")
     reports = sorted((root / "logs").glob("daily_report_*.txt"))

@@ -13,7 +13,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-import stream
+from dashboard.web import stream
 from conftest import get_route_urls
 
 PATH_VALUES = {"agent_id": "agent_1", "metric_name": "system_overall_quality", "session_id": "1", "project_id": "1"}

@@ -19,7 +19,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from conftest import EXAMPLE_AGENTS, ORCHESTRATOR, ingest, poll
-from contract import RESPONSES
+from dashboard.contract import RESPONSES
 from servers import Gunicorn
 
 SLEEPER = "import time; print('ready', flush=True); time.sleep(120)"

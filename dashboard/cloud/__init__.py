@@ -1,0 +1,1 @@
+"""Proxying a remote instance of this API (CloudDataProvider): client, retries, breaker, cache."""

@@ -1,0 +1,1 @@
+"""Reading an orchestrator folder (LocalDataProvider): its files, logs, runs, agents and alerts."""

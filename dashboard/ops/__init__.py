@@ -1,0 +1,1 @@
+"""Background work done by one process at a time (ingester, health sampler), locks and memory tuning."""

@@ -1,0 +1,1 @@
+"""What SQLite keeps: history recorded from the files, events, storyboard projects, migrations."""

@@ -1,0 +1,108 @@
+"""The database's schema: schema.sql, the current version, which a new database is created from; and the
+forward steps that take an older database from each version to the next, starting at version 1 (frozen in
+tests/fixtures/schema_v1.sql). After a new step, schema.sql is changed to match it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schema.sql"  # beside database.py, which loads it
+# Forward migrations: MIGRATIONS[i] takes user_version i+1 to i+2 (statements split on ";").
+# A step may rebuild a table, but it copies every row across: upgrading never loses data.
+MIGRATIONS: list[str] = [
+    # 2: natural keys so ingesting the same file twice adds nothing; training control; active alerts.
+    """
+    ALTER TABLE metrics ADD COLUMN source TEXT NOT NULL DEFAULT 'api';
+    UPDATE metrics SET source = 'v1:' || id;
+    CREATE UNIQUE INDEX idx_metrics_natural ON metrics (source, metric_type, timestamp);
+    ALTER TABLE events ADD COLUMN source TEXT;
+    ALTER TABLE events ADD COLUMN fingerprint TEXT;
+    CREATE UNIQUE INDEX idx_events_fingerprint ON events (fingerprint) WHERE fingerprint IS NOT NULL;
+    CREATE INDEX idx_events_severity_time ON events (severity, timestamp);
+    CREATE TABLE training_sessions_v2 (
+        id INTEGER PRIMARY KEY,
+        start_time TEXT,
+        end_time TEXT,
+        agents_trained INTEGER,
+        overall_improvement REAL,
+        status TEXT NOT NULL,
+        phase TEXT,
+        error_message TEXT,
+        origin TEXT NOT NULL DEFAULT 'orchestrator',
+        run_key TEXT,
+        duration_seconds REAL,
+        overall_quality REAL,
+        agents_failed INTEGER,
+        pid INTEGER,
+        command TEXT,
+        output_path TEXT,
+        exit_code INTEGER
+    );
+    INSERT INTO training_sessions_v2 (id, start_time, end_time, agents_trained, overall_improvement, status,
+                                      phase, error_message)
+        SELECT id, start_time, end_time, agents_trained, overall_improvement, status, phase, error_message
+        FROM training_sessions;
+    UPDATE training_sessions_v2 SET status = 'unknown' WHERE status = 'running'
+        AND id <> (SELECT MAX(id) FROM training_sessions_v2 WHERE status = 'running');
+    DROP TABLE training_sessions;
+    ALTER TABLE training_sessions_v2 RENAME TO training_sessions;
+    CREATE INDEX idx_sessions_start ON training_sessions (start_time);
+    CREATE INDEX idx_sessions_end ON training_sessions (end_time);
+    CREATE INDEX idx_sessions_last_seen ON training_sessions (COALESCE(end_time, start_time));
+    CREATE UNIQUE INDEX idx_sessions_run_key ON training_sessions (run_key) WHERE run_key IS NOT NULL;
+    CREATE UNIQUE INDEX idx_sessions_one_running ON training_sessions (status) WHERE status = 'running';
+    CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        severity TEXT NOT NULL,
+        source TEXT NOT NULL,
+        message TEXT NOT NULL,
+        since TEXT NOT NULL
+    );
+    CREATE TABLE ingested_files (
+        path TEXT PRIMARY KEY,
+        mtime_ns INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        ingested_at TEXT NOT NULL
+    )
+    """,
+    # 3: request counters shared by every worker (rate limits) and the readiness probe's write target.
+    """
+    CREATE TABLE rate_limits (
+        key TEXT NOT NULL,
+        window INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (key, window)
+    );
+    CREATE INDEX idx_rate_limits_window ON rate_limits (window);
+    CREATE TABLE readiness_probe (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        checked_at TEXT NOT NULL
+    )
+    """,
+    # 4: the storyboard list is read a page at a time, newest first.
+    """
+    CREATE INDEX idx_projects_created ON storyboard_projects (created_at)
+    """,
+    # 5: a counter per path prefix, bumped by each successful POST: every worker's cached answers under a
+    # prefix hold only while its counter is unchanged (Generations, response_cache).
+    """
+    CREATE TABLE cache_generations (
+        prefix TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    )
+    """,
+    # 6: where the ingester stopped in each growing file (points per series of the metrics file), so a
+    # rewritten file is read on from there, not recorded again; and two agents' points in the same second
+    # of one series (success_rate, training_speed_ms) are two rows, not one overwriting the other.
+    """
+    DROP INDEX idx_metrics_natural;
+    CREATE UNIQUE INDEX idx_metrics_natural ON metrics (source, metric_type, timestamp, COALESCE(agent_id, ''));
+    CREATE TABLE ingest_cursors (
+        path TEXT NOT NULL,
+        series TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        last_key TEXT,
+        PRIMARY KEY (path, series)
+    )
+    """,
+]
+SCHEMA_VERSION = 1 + len(MIGRATIONS)
