@@ -53,7 +53,7 @@ load: $(VENV)/.installed
 	$(PY) bench/load.py $(LOAD_ARGS)
 	$(PY) bench/report.py
 
-## Known-vulnerability check of the installed packages (needs PyPI's vulnerability service; README "Development").
+## Known-vulnerability check of the installed packages (needs PyPI's vulnerability service; docs/development.md).
 audit: $(VENV)/.installed-dev
 	$(PY) -m pip install --quiet --disable-pip-version-check pip-audit
 	$(VENV)/bin/pip-audit --strict --progress-spinner off

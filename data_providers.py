@@ -1,6 +1,6 @@
 """Where every read comes from: one abstract contract, the providers beside it, a registry by name.
 
-The providers live in their own modules (local_provider.py, cloud_provider.py); PROVIDERS names the module
+The providers live in their own modules (dashboard/local/provider.py, dashboard/cloud/provider.py); PROVIDERS names the module
 and class of each, imported when ENVIRONMENT picks it, so a provider is added by a line here.
 """
 from __future__ import annotations

@@ -29,7 +29,7 @@ limit_request_line = 4094
 limit_request_fields = 100
 # gunicorn believes no forwarded header itself (its default trusts X-Forwarded-Proto from 127.0.0.1, and
 # FORWARDED_ALLOW_IPS in the environment): the app's TRUSTED_PROXY_HOPS decides, for the client's address
-# and scheme alike, the same under gunicorn and `python app.py` (README "Behind nginx").
+# and scheme alike, the same under gunicorn and `python app.py` (docs/operations.md "Behind nginx").
 forwarded_allow_ips = ""
 # Off, so that a reload (SIGHUP) loads new code. The app is fork-safe all the same (tests/test_database_reliability.py
 # runs it with --preload): no SQLite connection, lock or thread of the master reaches a worker (see post_fork).

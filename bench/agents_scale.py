@@ -1,5 +1,5 @@
 """`.venv/bin/python bench/agents_scale.py`: what every GET endpoint costs in-process when the newest daily
-report names thousands of agents (README "Performance", "Many agents").
+report names thousands of agents (docs/performance.md "Many agents").
 
 For each size (default 2,500, 10,000 and 25,000 agents): the example orchestrator writes two weeks of
 history (`backfill --days 14`, the six bundled agents), its newest daily report is given sections for

@@ -1,6 +1,6 @@
 """`make bench`: the dashboard under production gunicorn settings on a scaled data set, measured with wrk.
 
-Steps (README "Performance"):
+Steps (docs/performance.md):
 1. the data set (bench/dataset.py): three years of daily reports, ~1 million metric points, a 1 GiB run
    log, and a variant folder whose log is 1 MiB; built under var/bench/data, reused the same day;
 2. a bare Flask app (bench/bare_app.py) under the same gunicorn settings: the baseline, measured right

@@ -21,7 +21,7 @@ ORCHESTRATOR = PROJECT / "examples" / "orchestrator" / "orchestrator.py"
 EXAMPLE_AGENTS = ["agent_1", "agent_2", "agent_3", "agent_5a", "agent_7", "agent_8"]
 OTHER_AGENTS = "agent_10:Signal Scout,agent_11b:Cover Artist,agent_12:Universal Harvester"
 # The example orchestrator draws its numbers from this seed instead of the date, so every fixture has
-# the same content on any day (README "Tests": TEST_SEED=N runs the suite on other data). Set in the
+# the same content on any day (docs/development.md "How the tests work": TEST_SEED=N runs the suite on other data). Set in the
 # environment too, so runs started by a test's server (`train`) draw from it as well.
 SEED = int(os.environ.get("TEST_SEED") or 1)
 os.environ["ORCHESTRATOR_SEED"] = str(SEED)

@@ -1,5 +1,5 @@
 """A daily report naming 25,000 agents: every endpoint answers, the lists hold the first MAX_AGENTS agents
-with a warning naming the rest, and the counts cover every agent (README "Many agents")."""
+with a warning naming the rest, and the counts cover every agent (docs/performance.md "Many agents")."""
 from __future__ import annotations
 
 import json

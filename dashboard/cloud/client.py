@@ -1,6 +1,6 @@
 """The HTTP layer of the cloud provider: pooled, retrying sessions per thread; upstream failures as ApiError.
 
-Rules (README "Cloud mode"):
+Rules (docs/cloud.md):
 - one `requests.Session` per thread and per kind (reads, writes): sessions are not documented thread-safe
   and gunicorn runs gthread workers;
 - GETs are retried on connection errors and on 429/502/503/504 (3 times, exponential backoff, Retry-After

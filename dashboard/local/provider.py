@@ -275,7 +275,7 @@ class LocalDataProvider(DataProvider):
             data.update(is_running=True, current_phase=None, started_at=session["started_at"])
         return Payload(data, s.warnings)
 
-    # --- training control (the logic lives in training_control.py) ---
+    # --- training control (the logic lives in dashboard/training/control.py) ---
 
     def start_training(self, options: StartTraining) -> Payload:
         conn = database.get_db()

@@ -4,8 +4,8 @@ to the system instead of staying with the thread that parsed it.
 glibc's defaults raise the mmap threshold each time a large block is freed (up to 32 MiB), so the next
 file's buffers come from the heap, and give each thread an arena of its own (8 per core): with 8 threads
 parsing a rewritten 3 MB file by turns, every arena keeps the high-water mark of one parse. A fixed
-threshold and two arenas keep a worker near one parse's worth (bench/rewrite_memory.py, README
-"Performance"). Elsewhere than glibc this does nothing.
+threshold and two arenas keep a worker near one parse's worth (bench/rewrite_memory.py,
+docs/performance.md). Elsewhere than glibc this does nothing.
 """
 from __future__ import annotations
 

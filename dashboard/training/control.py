@@ -4,7 +4,7 @@
   every gunicorn worker and thread) only while it checks the database for an active session, checks
   that session's process, launches, and inserts the row (BEGIN IMMEDIATE). The partial unique index
   `idx_sessions_one_running` backs this up: the database cannot hold two `running` rows.
-- **Exit recording.** The command is launched through `training_wrapper.py` in a new session (so a
+- **Exit recording.** The command is launched through `dashboard/training/wrapper.py` in a new session (so a
   dashboard restart does not signal it). The wrapper waits for the command and writes its outcome to
   `<run dir>/exit_status.json` and to the session row, whatever happened to the worker that started it.
 - **Reconciling.** A `running` row whose wrapper is gone (pid dead, a zombie, or reused: the create
@@ -78,7 +78,7 @@ def session_view(row) -> dict:
 def stop_signals_blocked():
     """Block the wrapper's stop signals in this thread while it spawns the wrapper."""
     # A stop that comes right after a start would otherwise reach the wrapper while Python is still
-    # starting, before training_wrapper.py has installed its handler, and SIGTERM's default action kills
+    # starting, before dashboard/training/wrapper.py has installed its handler, and SIGTERM's default action kills
     # it without a word (the session ends "lost"). The signal mask is per thread, is copied by fork and
     # kept across exec, so the wrapper starts with these signals blocked: one sent early stays pending
     # until the wrapper has installed its handlers and unblocks them. Only this thread's mask changes

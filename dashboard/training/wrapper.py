@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs one dashboard-started training command and records how it ended.
 
-Started by training_control.start() as `python training_wrapper.py <run_dir>/spec.json`, in a new
+Started by training_control.start() as `python dashboard/training/wrapper.py <run_dir>/spec.json`, in a new
 session of its own, so a restart of the dashboard (gunicorn workers dying) does not touch it. It:
 
 1. waits until the dashboard has committed the session row that names this process (a start that
@@ -337,7 +337,7 @@ class Wrapper:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: training_wrapper.py <run_dir>/spec.json", file=sys.stderr)
+        print("usage: dashboard/training/wrapper.py <run_dir>/spec.json", file=sys.stderr)
         return 2
     return Wrapper(Path(argv[1])).run()
 

@@ -3,12 +3,12 @@
 A row names the Flask rule, methods, provider method, response model (contract.py), query and body models
 (queries.py, contract.py), success codes and summary. From the table come the Flask routes (routes.py: one
 generic view validates the query and body, calls the provider method with the path ids, the query fields
-and the body, and answers its Payload), the cloud proxy (cloud_provider.py forwards each provider method to
+and the body, and answers its Payload), the cloud proxy (dashboard/cloud/provider.py forwards each provider method to
 the row's URL), /api/endpoints, the OpenAPI document (openapi.py) and the query parameters the response
 cache keys by. A row with its own `view` ("module:function") is registered as that view, still listed
 and documented from its row.
 
-A new endpoint is one row here, one DataProvider method (data_providers.py and local_provider.py) and one
+A new endpoint is one row here, one DataProvider method (data_providers.py and dashboard/local/provider.py) and one
 contract model: docs/adding-an-endpoint.md.
 """
 from __future__ import annotations
