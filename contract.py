@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 Num = Optional[float]
 Time = Optional[str]  # ISO 8601 UTC with Z
-Phase = Literal["idle", "harvesting", "validation", "agent_training", "production", "monitoring", "cleanup"]
+# "starting": a run has begun, its first phase has not (yet) shown in the log.
+Phase = Literal["idle", "starting", "harvesting", "validation", "agent_training", "production", "monitoring", "cleanup"]
 AgentStatus = Literal["online", "offline", "training", "error"]
 Trend = Optional[Literal["improving", "stable", "declining"]]
 
@@ -191,7 +192,7 @@ class AgentTrend(Shape):
 
 
 class Trends(WithWarnings):
-    timestamps: list[str]
+    timestamps: list[str]  # every day of the window, oldest first, as for metrics_quality
     system: list[Num]
     moving_average_7d: list[Num]
     direction: Trend
@@ -305,7 +306,8 @@ class StartTraining(Shape):
 
 
 # Metric-quality's shape has agent ids as keys, so it is checked by hand:
-# {"timestamps": [dates], "system": [...], "<agent_id>": [...], "warnings": [...]}, arrays aligned.
+# {"timestamps": [dates], "system": [...], "<agent_id>": [...], "warnings": [...]}, arrays aligned:
+# every day of the window, oldest first, ending today in the orchestrator's zone; null where a day has no score.
 
 RESPONSES = {
     "dashboard_overview": Overview,

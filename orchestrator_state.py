@@ -287,6 +287,18 @@ class OrchestratorState:
             return f"dashboard session {session['session_id']} that ran it ended ({session['status']}) at {session['ended_at']}"
         return None
 
+    def session_of_run(self, finished: Optional[datetime]) -> Optional[dict]:
+        """The dashboard session that ran the run which ended at `finished` (naive local), if one did: the
+        newest that started before that end and was still running then (or is now)."""
+        end = local_instant(finished, self.tz) if finished else None
+        for session in self.sessions:
+            begun = _parse_utc(session["started_at"])
+            if end is None or begun is None or begun > end + SESSION_SKEW:
+                continue
+            ended = _parse_utc(session["ended_at"]) if session["status"] != "running" else None
+            return session if ended is None or ended >= end.replace(microsecond=0) else None
+        return None
+
     def memo(self, name: str, compute):
         """compute(), worked out once while the files are unchanged: it may depend on them and the zone,
         never on the instant. The value is shared: callers copy before changing it."""

@@ -13,6 +13,15 @@ SAME_END_SECONDS = 120
 RUN_STATUS = {"success": "completed"}  # the orchestrator's word for a finished run, in the API's words
 
 
+def run_status(s: OrchestratorState, status: Optional[str], finished: Optional[datetime]) -> Optional[str]:
+    """The orchestrator's word for how a run ended, except that a run the dashboard stopped (the
+    orchestrator says it failed: interrupted by SIGTERM) is `stopped`."""
+    if status in (None, "success"):
+        return status
+    session = s.session_of_run(finished)
+    return "stopped" if session is not None and session["status"] == "stopped" else status
+
+
 def run_row(s: OrchestratorState, finished: Optional[datetime], duration: Optional[float], status: Optional[str],
             *, error: Optional[str] = None, quality: Optional[float] = None, change: Optional[float] = None,
             trained: Optional[int] = None, failed: Optional[int] = None) -> dict:
@@ -55,13 +64,14 @@ def runs_from_files(s: OrchestratorState) -> list[dict]:
         end = run.get("finished_at")
         if run.get("finished") == "failed" and s.iso(end) not in known:
             duration = (end - run["started_at"]).total_seconds() if run.get("started_at") else None
-            runs.append(run_row(s, end, duration, "failed", error=run.get("error"),
+            runs.append(run_row(s, end, duration, run_status(s, "failed", end), error=run.get("error"),
                                 trained=len(run.get("agents_completed", [])), failed=len(run.get("agents_failed", []))))
             known.add(s.iso(end))
     result = s.result
     if result.get("status") not in (None, "success") and result.get("timestamp") is not None:
         if not any(_near(s, r["finished_at"], result["timestamp"]) for r in runs):
-            runs.append(run_row(s, result["timestamp"], result.get("total_time_seconds"), result["status"],
+            runs.append(run_row(s, result["timestamp"], result.get("total_time_seconds"),
+                                run_status(s, result["status"], result["timestamp"]),
                                 error=result.get("error")))
     return runs
 
