@@ -10,6 +10,8 @@ from orchestrator_state import SYSTEM_KEY, OrchestratorState
 
 # How close (s) the result file's timestamp must be to a run's end to be that run.
 SAME_END_SECONDS = 120
+# How long (s) before a run read from the files a dashboard-started session may have started to be that run.
+SAME_RUN_SECONDS = 120
 RUN_STATUS = {"success": "completed"}  # the orchestrator's word for a finished run, in the API's words
 
 
@@ -83,11 +85,27 @@ def _near(s: OrchestratorState, iso: Optional[str], naive: datetime) -> bool:
     return abs((parsed - naive.replace(tzinfo=s.tz)).total_seconds()) < SAME_END_SECONDS
 
 
+def session_window(run: dict) -> tuple[str, str]:
+    """(earliest, latest) start (ISO UTC) of the dashboard session that ran `run` (read from the files):
+    at most SAME_RUN_SECONDS before the run began, and before it ended."""
+    def shifted(iso: str, seconds: int) -> str:
+        t = datetime.fromisoformat(iso.replace("Z", "+00:00")) + timedelta(seconds=seconds)
+        return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return shifted(run["started_at"] or run["finished_at"], -SAME_RUN_SECONDS), shifted(run["finished_at"], 1)
+
+
 def runs_history(recorded: list[dict], from_files: list[dict], first_day: date) -> list[dict]:
-    """/api/training/history: the recorded runs and those only the files show yet, since `first_day`,
-    newest first."""
+    """/api/training/history: the recorded runs and those only the files show yet (not one a recorded
+    dashboard session ran: its end differs from the session's), since `first_day`, newest first."""
     known = {r["finished_at"] for r in recorded if r["finished_at"]}
+    sessions = [r["started_at"] for r in recorded if r["origin"] == "dashboard" and r["started_at"]]
+
+    def recorded_here(run: dict) -> bool:
+        if run["finished_at"] in known:
+            return True
+        earliest, latest = session_window(run)
+        return any(earliest <= start <= latest for start in sessions)
     runs = list(recorded) + [dict(run, status=RUN_STATUS.get(run["status"], run["status"]), session_id=None,
-                                  origin="orchestrator") for run in from_files if run["finished_at"] not in known]
+                                  origin="orchestrator") for run in from_files if not recorded_here(run)]
     runs.sort(key=lambda r: (r["finished_at"] or r["started_at"] or r["date"]), reverse=True)
     return [r for r in runs if r["date"] >= first_day.isoformat()]
