@@ -66,7 +66,7 @@ def _failed(s: OrchestratorState, result: dict) -> bool:
     or is still settling how it ended (its wrapper records that a moment after the result is written)."""
     if result.get("status") in (None, "success"):
         return False
-    session = s.session_of_run(result.get("timestamp"))
+    session = s.session_at(result.get("timestamp"))
     return session is None or session["status"] not in ("stopped", "running")
 
 

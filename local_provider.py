@@ -271,17 +271,29 @@ class LocalDataProvider(DataProvider):
             data.update(current_phase=training_progress.current_phase(progress),
                         current_agent=progress.get("current_agent"), progress_percent=percent,
                         estimated_time_remaining_sec=remaining, started_at=s.iso(progress.get("started_at")))
+        elif session is not None and self._logged_run_of(s, session):  # ended in the log; its end being recorded
+            data.update(is_running=True, current_phase=training_progress.current_phase(progress),
+                        started_at=session["started_at"])
         elif session is not None:  # started, but not (yet) in the orchestrator's log
             percent, remaining = training_progress.estimate(s, {})
             data.update(is_running=True, current_phase="starting", progress_percent=percent,
                         estimated_time_remaining_sec=remaining, started_at=session["started_at"])
         return Payload(data, s.warnings)
 
+    @staticmethod
+    def _logged_run_of(s: OrchestratorState, session: dict) -> bool:
+        """Whether the newest run in the log is the one `session` started."""
+        ran = s.session_at(s.progress.get("started_at")) if s.progress.get("found") else None
+        return ran is not None and ran["session_id"] == session["session_id"]
+
     def _phase(self, s: OrchestratorState) -> str:
         """The running run's phase (`starting` until the log shows its first), else `idle`."""
         if s.progress["running"]:
             return training_progress.current_phase(s.progress)
-        return "starting" if self._running_session(s) is not None else "idle"
+        session = self._running_session(s)
+        if session is None:
+            return "idle"
+        return training_progress.current_phase(s.progress) if self._logged_run_of(s, session) else "starting"
 
     # --- training control (the logic lives in training_control.py) ---
 

@@ -20,7 +20,7 @@ def run_status(s: OrchestratorState, status: Optional[str], finished: Optional[d
     orchestrator says it failed: interrupted by SIGTERM) is `stopped`."""
     if status in (None, "success"):
         return status
-    session = s.session_of_run(finished)
+    session = s.session_at(finished)
     return "stopped" if session is not None and session["status"] == "stopped" else status
 
 
