@@ -101,10 +101,10 @@ def runs_history(recorded: list[dict], from_files: list[dict], first_day: date) 
     sessions = [r["started_at"] for r in recorded if r["origin"] == "dashboard" and r["started_at"]]
 
     def recorded_here(run: dict) -> bool:
-        if run["finished_at"] in known:
-            return True
+        if run["finished_at"] is None:
+            return False
         earliest, latest = session_window(run)
-        return any(earliest <= start <= latest for start in sessions)
+        return run["finished_at"] in known or any(earliest <= start <= latest for start in sessions)
     runs = list(recorded) + [dict(run, status=RUN_STATUS.get(run["status"], run["status"]), session_id=None,
                                   origin="orchestrator") for run in from_files if not recorded_here(run)]
     runs.sort(key=lambda r: (r["finished_at"] or r["started_at"] or r["date"]), reverse=True)

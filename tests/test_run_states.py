@@ -16,12 +16,22 @@ from conftest import ORCHESTRATOR, OTHER_AGENTS, SEED, ingest, poll, run_orchest
 from runs import runs_history
 from test_training_control import control, db_rows, finished, py, start, wait_for_output  # noqa: F401 (a fixture)
 
-STARTS_ONLY = ("import datetime, time\n"
-               "stamp = datetime.datetime.now().strftime('%Y-%m-%d %H:%M:%S,000')\n"
-               "with open('logs/holistic_training.log', 'a') as log:\n"
-               "    log.write(stamp + ' - HolisticTrainer - INFO - HOLISTIC TRAINING PIPELINE STARTED\\n')\n"
-               "print('ready', flush=True)\n"
-               "time.sleep(120)\n")
+PHASE_NAMES = ("Data Harvesting", "Data Validation", "Agent Training", "Production Run", "Monitoring & Logging",
+               "Cleanup & Archiving")
+ENDED = ["HOLISTIC TRAINING PIPELINE STARTED"] + [f"Phase {n}: {name} - {step}" for n, name in enumerate(PHASE_NAMES, 1)
+                                                 for step in ("START", "COMPLETE (1.00s, done)")] + [
+    "Holistic training completed successfully"]
+
+
+def logs_then_waits(messages: list[str]) -> str:
+    """A TRAINING_COMMAND that writes `messages` to the run log as the orchestrator does, then waits."""
+    return py("import datetime, time\n"
+              "stamp = datetime.datetime.now().strftime('%Y-%m-%d %H:%M:%S,000')\n"
+              "with open('logs/holistic_training.log', 'a') as log:\n"
+              f"    for message in {messages!r}:\n"
+              "        log.write(f'{stamp} - HolisticTrainer - INFO - {message}\\n')\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(120)\n")
 
 
 def reference(client) -> dict:
@@ -110,7 +120,7 @@ def test_a_failed_run_raises_the_alert_and_keeps_the_last_success_as_reference(m
 
 
 def test_a_run_is_starting_until_the_log_shows_its_first_phase(control):  # noqa: F811
-    app, client, root = control(TRAINING_COMMAND=py(STARTS_ONLY))
+    app, client, root = control(TRAINING_COMMAND=logs_then_waits(["HOLISTIC TRAINING PIPELINE STARTED"]))
     sid = start(client)["session_id"]
     first = client.get("/api/training/status").get_json()
     assert (first["is_running"], first["current_phase"], first["session_id"]) == (True, "starting", sid)
@@ -128,6 +138,16 @@ def test_a_run_is_starting_until_the_log_shows_its_first_phase(control):  # noqa
     assert client.post("/api/training/stop").status_code == 200
     assert finished(client, sid)["status"] == "stopped"
     assert client.get("/api/training/status").get_json()["current_phase"] == "idle"
+
+
+def test_a_run_the_log_shows_ended_is_not_starting_while_its_end_is_recorded(control):  # noqa: F811
+    app, client, root = control(TRAINING_COMMAND=logs_then_waits(ENDED))
+    sid = start(client)["session_id"]
+    wait_for_output(app.config["TRAINING_RUNS_DIR"] / str(sid) / "output.log", "ready")
+    status = client.get("/api/training/status").get_json()
+    assert (status["is_running"], status["current_phase"], status["session_id"]) == (True, "cleanup", sid)
+    assert client.get("/api/dashboard/overview").get_json()["current_phase"] == "cleanup"
+    assert client.post("/api/training/stop").status_code == 200
 
 
 ZONE = "Pacific/Kiritimati"  # UTC+14: its today is not UTC's for most of the day
