@@ -13,7 +13,8 @@ from pydantic_core import PydanticCustomError
 
 Num = Optional[float]
 Time = Optional[str]  # ISO 8601 UTC with Z
-Phase = Literal["idle", "harvesting", "validation", "agent_training", "production", "monitoring", "cleanup"]
+# "starting": a run has begun, its first phase has not (yet) shown in the log.
+Phase = Literal["idle", "starting", "harvesting", "validation", "agent_training", "production", "monitoring", "cleanup"]
 AgentStatus = Literal["online", "offline", "training", "error"]
 Trend = Optional[Literal["improving", "stable", "declining"]]
 
@@ -201,7 +202,7 @@ class AgentTrend(Shape):
 
 
 class Trends(WithWarnings):
-    timestamps: list[str]
+    timestamps: list[str]  # every day of the window, oldest first, as for metrics_quality
     system: list[Num]
     moving_average_7d: list[Num]
     direction: Trend

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 
 import pytest
 
+from agents_scale import scale_report  # bench/agents_scale.py: the bench's data set, built the same way
+from conftest import get_route_urls
 from dashboard.config import ConfigError, load_config
-from conftest import PROJECT, get_route_urls
-
-from agents_scale import scale_report  # noqa: E402  (the bench's data set, built the same way)
 
 AGENTS = 25_000
 CAP = 1000

@@ -196,9 +196,12 @@ def test_the_report_window_and_the_database_at_new_year_and_leap_day(dashboard, 
     now = utc("2028-02-29T23:30Z")  # 2028-03-01 00:30 in Berlin
     for db, oldest in ((True, date(2028, 1, 1)), (False, date(2028, 1, 2))):
         client, _ = dashboard(root, BERLIN, now, db=db)
-        timestamps = client.get("/api/metrics/quality?days=61").get_json()["timestamps"]
-        assert timestamps[0] == oldest.isoformat() and timestamps[-1] == "2028-03-01"
-        assert "2028-02-29" in timestamps and len(timestamps) == (date(2028, 3, 2) - oldest).days
+        quality = client.get("/api/metrics/quality?days=61").get_json()
+        timestamps = quality["timestamps"]  # every day of the window, with a score or not
+        assert timestamps[0] == "2028-01-01" and timestamps[-1] == "2028-03-01"
+        assert "2028-02-29" in timestamps and len(timestamps) == 61
+        scored = [day for day, score in zip(timestamps, quality["system"]) if score is not None]
+        assert scored[0] == oldest.isoformat() and len(scored) == (date(2028, 3, 2) - oldest).days
 
 
 # --- the next run -------------------------------------------------------------------------------

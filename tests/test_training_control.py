@@ -194,7 +194,7 @@ def test_a_started_run_is_followed_live_and_recorded_when_it_completes(control, 
 def test_stop_ends_the_whole_process_group_within_the_grace(control):
     app, client, root = control(TRAINING_STOP_GRACE_SECONDS=5)
     sid = start(client, json={})["session_id"]
-    poll(lambda: client.get("/api/training/status").get_json(), lambda s: s["current_phase"] is not None, 20)
+    poll(lambda: client.get("/api/training/status").get_json(), lambda s: s["current_phase"] not in (None, "starting"), 20)
     run_dir = Path(app.config["TRAINING_RUNS_DIR"]) / str(sid)
     child = read_json(run_dir / "child.json")
     assert not group_gone(child["pgid"])
@@ -334,7 +334,7 @@ def test_a_killed_orchestrator_does_not_look_running_and_a_foreign_run_needs_for
     monkeypatch.setenv("ORCHESTRATOR_TIME_SCALE", "0.3")
     app, client, root = control()
     sid = start(client)["session_id"]
-    poll(lambda: client.get("/api/training/status").get_json(), lambda s: s["current_phase"] is not None, 20)
+    poll(lambda: client.get("/api/training/status").get_json(), lambda s: s["current_phase"] not in (None, "starting"), 20)
     child = read_json(Path(app.config["TRAINING_RUNS_DIR"]) / str(sid) / "child.json")
     os.killpg(child["pgid"], signal.SIGKILL)  # no final line in the orchestrator's log
     done = finished(client, sid, 10)

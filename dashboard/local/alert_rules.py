@@ -33,10 +33,11 @@ def host_alerts(sample: dict, limits: Mapping[str, float]) -> list[dict]:
 
 
 def file_alerts(s: OrchestratorState, rows: list[dict], threshold: float) -> list[dict]:
-    """A failed last run, an overdue run, agents that failed or score below `threshold`."""
+    """A failed last run (not one the dashboard stopped), an overdue run, agents that failed or score
+    below `threshold`."""
     alerts = []
     result = s.result
-    if result.get("status") not in (None, "success"):
+    if _failed(s, result):
         alerts.append({"id": "training.last_run_failed", "severity": "critical", "source": "training",
                        "message": f"last training run {result['status']}: {result.get('error') or 'no reason given'}",
                        "since": s.iso(result.get("timestamp"))})
@@ -58,6 +59,15 @@ def file_alerts(s: OrchestratorState, rows: list[dict], threshold: float) -> lis
                            "message": f"{row['name']} quality {row['quality_score']} is below {threshold}",
                            "since": _below_since(s, row["id"], threshold)})
     return alerts
+
+
+def _failed(s: OrchestratorState, result: dict) -> bool:
+    """Whether the last run failed: the result says so, and no dashboard session that ran it stopped it
+    or is still settling how it ended (its wrapper records that a moment after the result is written)."""
+    if result.get("status") in (None, "success"):
+        return False
+    session = s.session_at(result.get("timestamp"))
+    return session is None or session["status"] not in ("stopped", "running")
 
 
 def _below_since(s: OrchestratorState, agent_id: str, threshold: float) -> Optional[str]:

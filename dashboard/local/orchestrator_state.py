@@ -276,16 +276,22 @@ class OrchestratorState:
 
     def _ended_session(self, started: Optional[datetime]) -> Optional[str]:
         """Why the log's unfinished run that started at `started` (naive local) has ended, if a dashboard
-        session ran it: the newest session that started before it (within SESSION_SKEW) has ended since."""
-        start = local_instant(started, self.tz) if started else None
+        session ran it and has ended since."""
+        session = self.session_at(started)
+        if session is None or session["status"] == "running" or _parse_utc(session["ended_at"]) is None:
+            return None
+        return f"dashboard session {session['session_id']} that ran it ended ({session['status']}) at {session['ended_at']}"
+
+    def session_at(self, when: Optional[datetime]) -> Optional[dict]:
+        """The dashboard session that was running at `when` (naive local), if one was: the newest that
+        started before it (within SESSION_SKEW), unless it had ended before it (whole seconds, one clock)."""
+        instant = local_instant(when, self.tz) if when else None
         for session in self.sessions:
             begun = _parse_utc(session["started_at"])
-            if start is None or begun is None or begun > start + SESSION_SKEW:
+            if instant is None or begun is None or begun > instant + SESSION_SKEW:
                 continue
             ended = _parse_utc(session["ended_at"]) if session["status"] != "running" else None
-            if ended is None or ended < start.replace(microsecond=0):  # whole seconds, the same clock
-                return None
-            return f"dashboard session {session['session_id']} that ran it ended ({session['status']}) at {session['ended_at']}"
+            return session if ended is None or ended >= instant.replace(microsecond=0) else None
         return None
 
     def memo(self, name: str, compute):

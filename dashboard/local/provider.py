@@ -168,6 +168,7 @@ class LocalDataProvider(DataProvider):
         return s.capped(self._derived(s, ("history_agents", since), known))
 
     def _window(self, s: OrchestratorState, days: int) -> list[date]:
+        """The `days` days ending today in the orchestrator's zone, oldest first: every day series' axis."""
         today = s.now.date()
         return [today - timedelta(days=i) for i in range(days - 1, -1, -1)]
 
@@ -181,20 +182,19 @@ class LocalDataProvider(DataProvider):
 
     def dashboard_overview(self) -> Payload:
         s = self.state()
-        progress, result = s.progress, s.result
-        speed = (result.get("phases") or {}).get("training", {}).get("time_seconds")
+        result = s.result
         week = self._window(s, 7)
         system = self._daily(s, None, week[0])
         recent = [system.get(d) for d in week]
         improvements = {row["id"]: row["improvement"] for row in agent_rows(s)
                         if row["improvement"] is not None}
         data = {
-            "current_phase": progress.get("current_phase") if progress["running"] else "idle",
+            "current_phase": self._phase(s),
             "overall_quality": self._overall_quality(s),
             "last_training": s.iso(result.get("timestamp")),
             "next_training": s.iso(s.next_run()),
-            "agents_trained": result.get("agents_trained"),
-            "training_speed_ms": round(speed * 1000) if isinstance(speed, (int, float)) else None,
+            "agents_trained": training_progress.last_success(s).get("agents_trained"),
+            "training_speed_ms": training_progress.training_speed_ms(s),
             "improvements": improvements,
             "quality_trend": trend_direction(recent),
         }
@@ -268,12 +268,32 @@ class LocalDataProvider(DataProvider):
                 "session_id": session["session_id"] if session and session["origin"] == "dashboard" else None}
         if progress["running"]:
             percent, remaining = training_progress.estimate(s, progress)
-            data.update(current_phase=progress.get("current_phase"), current_agent=progress.get("current_agent"),
-                        progress_percent=percent, estimated_time_remaining_sec=remaining,
-                        started_at=s.iso(progress.get("started_at")))
-        elif session is not None:  # started, but not (yet) in the orchestrator's log: phase unknown
-            data.update(is_running=True, current_phase=None, started_at=session["started_at"])
+            data.update(current_phase=training_progress.current_phase(progress),
+                        current_agent=progress.get("current_agent"), progress_percent=percent,
+                        estimated_time_remaining_sec=remaining, started_at=s.iso(progress.get("started_at")))
+        elif session is not None and self._logged_run_of(s, session):  # ended in the log; its end being recorded
+            data.update(is_running=True, current_phase=training_progress.current_phase(progress),
+                        started_at=session["started_at"])
+        elif session is not None:  # started, but not (yet) in the orchestrator's log
+            percent, remaining = training_progress.estimate(s, {})
+            data.update(is_running=True, current_phase="starting", progress_percent=percent,
+                        estimated_time_remaining_sec=remaining, started_at=session["started_at"])
         return Payload(data, s.warnings)
+
+    @staticmethod
+    def _logged_run_of(s: OrchestratorState, session: dict) -> bool:
+        """Whether the newest run in the log is the one `session` started."""
+        ran = s.session_at(s.progress.get("started_at")) if s.progress.get("found") else None
+        return ran is not None and ran["session_id"] == session["session_id"]
+
+    def _phase(self, s: OrchestratorState) -> str:
+        """The running run's phase (`starting` until the log shows its first), else `idle`."""
+        if s.progress["running"]:
+            return training_progress.current_phase(s.progress)
+        session = self._running_session(s)
+        if session is None:
+            return "idle"
+        return training_progress.current_phase(s.progress) if self._logged_run_of(s, session) else "starting"
 
     # --- training control (the logic lives in dashboard/training/control.py) ---
 
@@ -325,10 +345,10 @@ class LocalDataProvider(DataProvider):
         return Payload(self._derived(s, ("quality", days), lambda: self._quality_series(s, days)), s.warnings)
 
     def _quality_series(self, s: OrchestratorState, days: int) -> dict:
+        """Every day of the window, null where a series has no score that day."""
         window = self._window(s, days)
         series = {"system": self._daily(s, None, window[0])}
         series.update({agent_id: self._daily(s, agent_id, window[0]) for agent_id in self._history_agents(s, window[0])})
-        window = [d for d in window if any(d in values for values in series.values())]
         data = {"timestamps": [d.isoformat() for d in window]}
         data.update({key: [values.get(d) for d in window] for key, values in series.items()})
         return data

@@ -7,11 +7,22 @@ from typing import Optional
 
 from data_loader import integer_or_none, number_or_none
 from dashboard.local.orchestrator_state import SYSTEM_KEY, OrchestratorState
-from dashboard.timestamps import parse_iso
+from dashboard.timestamps import parse_iso, to_iso
 
 # How close (s) the result file's timestamp must be to a run's end to be that run.
 SAME_END_SECONDS = 120
+# How long (s) before a run read from the files a dashboard-started session may have started to be that run.
+SAME_RUN_SECONDS = 120
 RUN_STATUS = {"success": "completed"}  # the orchestrator's word for a finished run, in the API's words
+
+
+def run_status(s: OrchestratorState, status: Optional[str], finished: Optional[datetime]) -> Optional[str]:
+    """The orchestrator's word for how a run ended, except that a run the dashboard stopped (the
+    orchestrator says it failed: interrupted by SIGTERM) is `stopped`."""
+    if status in (None, "success"):
+        return status
+    session = s.session_at(finished)
+    return "stopped" if session is not None and session["status"] == "stopped" else status
 
 
 def run_row(s: OrchestratorState, finished: Optional[datetime], duration: Optional[float], status: Optional[str],
@@ -56,13 +67,14 @@ def runs_from_files(s: OrchestratorState) -> list[dict]:
         end = run.get("finished_at")
         if run.get("finished") == "failed" and s.iso(end) not in known:
             duration = (end - run["started_at"]).total_seconds() if run.get("started_at") else None
-            runs.append(run_row(s, end, duration, "failed", error=run.get("error"),
+            runs.append(run_row(s, end, duration, run_status(s, "failed", end), error=run.get("error"),
                                 trained=len(run.get("agents_completed", [])), failed=len(run.get("agents_failed", []))))
             known.add(s.iso(end))
     result = s.result
     if result.get("status") not in (None, "success") and result.get("timestamp") is not None:
         if not any(_near(s, r["finished_at"], result["timestamp"]) for r in runs):
-            runs.append(run_row(s, result["timestamp"], result.get("total_time_seconds"), result["status"],
+            runs.append(run_row(s, result["timestamp"], result.get("total_time_seconds"),
+                                run_status(s, result["status"], result["timestamp"]),
                                 error=result.get("error")))
     return runs
 
@@ -74,11 +86,26 @@ def _near(s: OrchestratorState, iso: Optional[str], naive: datetime) -> bool:
     return abs((parsed - naive.replace(tzinfo=s.tz)).total_seconds()) < SAME_END_SECONDS
 
 
+def session_window(run: dict) -> tuple[str, str]:
+    """(earliest, latest) start (ISO UTC) of the dashboard session that ran `run` (read from the files):
+    at most SAME_RUN_SECONDS before the run began, and before it ended."""
+    def shifted(iso: str, seconds: int) -> str:
+        return to_iso(parse_iso(iso) + timedelta(seconds=seconds))
+    return shifted(run["started_at"] or run["finished_at"], -SAME_RUN_SECONDS), shifted(run["finished_at"], 1)
+
+
 def runs_history(recorded: list[dict], from_files: list[dict], first_day: date) -> list[dict]:
-    """/api/training/history: the recorded runs and those only the files show yet, since `first_day`,
-    newest first."""
+    """/api/training/history: the recorded runs and those only the files show yet (not one a recorded
+    dashboard session ran: its end differs from the session's), since `first_day`, newest first."""
     known = {r["finished_at"] for r in recorded if r["finished_at"]}
+    sessions = [r["started_at"] for r in recorded if r["origin"] == "dashboard" and r["started_at"]]
+
+    def recorded_here(run: dict) -> bool:
+        if run["finished_at"] is None:
+            return False
+        earliest, latest = session_window(run)
+        return run["finished_at"] in known or any(earliest <= start <= latest for start in sessions)
     runs = list(recorded) + [dict(run, status=RUN_STATUS.get(run["status"], run["status"]), session_id=None,
-                                  origin="orchestrator") for run in from_files if run["finished_at"] not in known]
+                                  origin="orchestrator") for run in from_files if not recorded_here(run)]
     runs.sort(key=lambda r: (r["finished_at"] or r["started_at"] or r["date"]), reverse=True)
     return [r for r in runs if r["date"] >= first_day.isoformat()]

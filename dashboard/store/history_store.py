@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import sqlite3
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -20,16 +20,14 @@ import data_loader as dl
 from dashboard.local.log_reader import MAX_LINE_BYTES, LongLine
 from dashboard.local.metrics_stream import MetricsStream
 from dashboard.local.orchestrator_state import OrchestratorState
-from dashboard.local.runs import RUN_STATUS, history_run, runs_from_files
-from dashboard.timestamps import parse_iso, to_iso, utc_now
+from dashboard.local.runs import RUN_STATUS, history_run, runs_from_files, session_window
+from dashboard.timestamps import utc_now
 
 log = logging.getLogger(__name__)
 
 TRAINING_METRICS = "training_metrics"
 DAILY_REPORT = "daily_report"
 EVENT_SEVERITY = {"WARNING": "warning", "ERROR": "error", "CRITICAL": "critical"}
-# How close (s) a run read from the files must be to a dashboard-started session to be the same run.
-SAME_RUN_SECONDS = 120
 # Rows per transaction while streaming a large file: the write lock is never held for long.
 BATCH_ROWS = 5000
 
@@ -251,14 +249,9 @@ def _ingest_runs(conn: sqlite3.Connection, runs: Iterable[dict]) -> int:
 
 def _matching_dashboard_session(conn: sqlite3.Connection, run: dict) -> Optional[sqlite3.Row]:
     """The dashboard-started session this run from the files is, if any (it started or ended with it)."""
-    def shifted(iso: str, seconds: int) -> str:
-        return to_iso(parse_iso(iso) + timedelta(seconds=seconds))
-
-    start = run["started_at"] or run["finished_at"]
     return conn.execute(
         "SELECT id FROM training_sessions WHERE origin = 'dashboard' AND run_key IS NULL"
-        " AND start_time BETWEEN ? AND ? ORDER BY start_time DESC LIMIT 1",
-        (shifted(start, -SAME_RUN_SECONDS), shifted(run["finished_at"], 1))).fetchone()
+        " AND start_time BETWEEN ? AND ? ORDER BY start_time DESC LIMIT 1", session_window(run)).fetchone()
 
 
 LOG_CURSOR = "bytes"  # the log's cursor: bytes read so far, with the file's inode as its key

@@ -190,7 +190,7 @@ def finish_event(outcome: dict) -> tuple[str, str, str]:
     if status == "completed":
         return "training_completed", "info", f"training session {sid} completed"
     if status == "stopped":
-        return "training_stopped", "warning", f"training session {sid} stopped" + (
+        return "training_stopped", "info", f"training run stopped from the dashboard (session {sid})" + (
             f": {outcome['error_message']}" if outcome.get("error_message") else "")
     return "training_failed", "error", f"training session {sid} failed: {outcome.get('error_message')}"
 
