@@ -4,7 +4,10 @@ What it shows: the page loads without console errors and displays what the API a
 stats, charts), an HTML log message stays text, the layout fits 1280 px and 390 px (screenshots in the
 test's tmp dir; with UPDATE_SCREENSHOTS=1 the 1280-px one also goes to docs/screenshot.png, the README's),
 Start/Stop drive a real orchestrator run without a reload, the live stream is used and the page falls
-back to polling when it breaks, and a 401 brings up the API-key form.
+back to polling when it breaks, and a 401 brings up the API-key form. Issue 16 ("what went wrong at a
+glance"): the training history lists the runs with a failed one's error, a run opens its record (phases
+timeline, agents before/after, errors, the previous run), an agent opens its quality chart and config, the
+header says "degraded" while the data source fails, and "Last training" shows its date when not today.
 
 Chromium comes from `make test` (apt-get install chromium chromium-driver when /usr/bin/chromium is absent).
 """
@@ -16,15 +19,18 @@ import os
 import re
 import shutil
 import struct
+import subprocess
+import sys
 import tempfile
 import threading
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from browser import INSTALLED, MISSING, chromium
-from conftest import ORCHESTRATOR, PROJECT, poll
+from conftest import ORCHESTRATOR, PROJECT, SEED, poll, run_orchestrator
 from servers import Gunicorn
 
 if not INSTALLED:
@@ -61,6 +67,9 @@ needs_training_control = pytest.mark.skipif(
     not {"/api/training/start", "/api/training/stop"} <= ROUTES,
     reason="POST /api/training/start and /api/training/stop are not in app.url_map yet")
 needs_stream = pytest.mark.skipif("/api/stream" not in ROUTES, reason="GET /api/stream is not in app.url_map yet")
+needs_run_record = pytest.mark.skipif(
+    not any(rule.startswith("/api/training/runs/<") for rule in ROUTES),
+    reason="GET /api/training/runs/<run_id> (a run's record) is not in app.url_map yet")
 
 
 # ---------- server and browser ----------
@@ -548,3 +557,255 @@ def test_a_fetch_from_an_allowed_origin_works_and_others_are_refused(_built, tmp
         for http_server in origins:
             http_server.shutdown()
             http_server.server_close()
+
+
+# ---------- issue 16: what went wrong at a glance ----------
+
+# The fixture's own agent config: the agent panel must show these, whatever the example's config says.
+AGENT_CONFIG = {"enabled": False, "priority": "low",
+                "description": 'page test config <b id="config-probe">not bold</b> & "quotes"'}
+
+
+def set_agent_config(root: Path, agent: str, config: dict) -> None:
+    path = root / "training" / "config.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["training"]["agent_training"][agent] = config
+    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def failed_server(_built, tmp_path_factory):
+    """gunicorn over 14 days of history plus a run just now that failed (ORCHESTRATOR_FAIL=1); one agent's
+    config is the test's own (AGENT_CONFIG)."""
+    tmp = tmp_path_factory.mktemp("page-failed")
+    root = tmp / "orchestrator"
+    shutil.copytree(_built(None, 14), root)
+    agent = sorted(latest_scores(root))[1]
+    set_agent_config(root, agent, AGENT_CONFIG)
+    failed = subprocess.run([sys.executable, str(ORCHESTRATOR), "train", "--root", str(root)], capture_output=True,
+                            text=True, timeout=60,
+                            env={**os.environ, "ORCHESTRATOR_TIME_SCALE": "0.05", "ORCHESTRATOR_FAIL": "1"})
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    srv = start_server(root, tmp)
+    srv.agent = agent
+    try:
+        yield srv
+    finally:
+        stop_server(srv)
+
+
+def shot(driver, path: Path) -> Path:
+    """A screenshot of the viewport, checked to be a real picture."""
+    assert driver.save_screenshot(str(path))
+    assert path.stat().st_size > 10_000, f"{path} looks empty"
+    return path
+
+
+def page_fits(driver, width: int) -> None:
+    sizes = driver.execute_script(
+        "return [document.documentElement.scrollWidth, document.body.scrollWidth]")
+    assert max(sizes) <= width + 1, f"the page scrolls sideways at {width} px: {sizes}"
+
+
+HISTORY_ROWS = """return [...document.querySelectorAll('#history-list li.run-item')].map(li => ({
+    started: li.dataset.startedAt || null, status: li.dataset.status,
+    pill: li.querySelector('[data-field="status"] .pill').textContent,
+    error: li.querySelector('[data-field="error"]')?.textContent ?? null,
+    origin: li.querySelector('[data-field="origin"]').textContent,
+    duration: li.querySelector('[data-field="duration"]').textContent,
+    run: li.dataset.runId || null}));"""
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_history_lists_the_runs_newest_first_with_the_failed_runs_error(failed_server, browser, tmp_path, width):
+    console_errors(browser)
+    open_page(browser, failed_server, width, 900 if width > 600 else 844)
+    _, runs = failed_server.get_json("/api/training/history?days=30")
+    newest = runs[0]
+    assert newest["status"] == "failed" and newest["error"], newest  # the fixture's failed run, just now
+    try:
+        rows = wait(browser).until(lambda d: (r := d.execute_script(HISTORY_ROWS)) and len(r) == len(runs) and r)
+    except TimeoutException:
+        raise AssertionError(f"history shown {browser.execute_script(HISTORY_ROWS)}, API {len(runs)} runs") from None
+    assert [r["started"] for r in rows] == [run["started_at"] for run in runs]
+    assert [r["started"] for r in rows] == sorted((r["started"] for r in rows), reverse=True)
+    for row, run in zip(rows, runs):
+        assert (row["status"], row["pill"], row["origin"]) == (run["status"], run["status"], run["origin"])
+        assert row["error"] == run["error"]
+        assert row["run"] == (str(run["run_id"]) if run.get("run_id") is not None else None)
+    top = browser.find_element(By.CSS_SELECTOR, "#history-list li.run-item")
+    assert top.find_element(By.CSS_SELECTOR, '[data-field="error"]').is_displayed()
+    assert "run-bad" in top.find_element(By.CSS_SELECTOR, ".pill").get_attribute("class")
+
+    # "Last training" is the failed run, today: a time without a date.
+    last = browser.find_element(By.CSS_SELECTOR, '#quick-stats [data-stat="last_training"] time')
+    assert last.get_attribute("datetime") == failed_server.get_json("/api/dashboard/quick-stats")[1]["last_training"]
+    assert not re.search(r"[A-Z][a-z]{2} \d", last.text), last.text
+
+    browser.execute_script("document.querySelector('.card.history').scrollIntoView()")
+    page_fits(browser, width)
+    shot(browser, tmp_path / f"history-{width}.png")
+    assert console_errors(browser) == []
+
+
+def open_record(driver, run_id) -> None:
+    driver.find_element(By.CSS_SELECTOR, f'#history-list [data-open-run="{run_id}"]').click()
+    dialog = driver.find_element(By.ID, "run-record")
+    wait(driver).until(lambda d: dialog.is_displayed() and dialog.get_attribute("data-run-id") == str(run_id)
+                       and d.find_element(By.CSS_SELECTOR, "#run-record .record").is_displayed())
+
+
+def close_dialog(driver, dialog_id: str) -> None:
+    driver.find_element(By.CSS_SELECTOR, f"#{dialog_id} [data-close]").click()
+    wait(driver).until(lambda d: not d.find_element(By.ID, dialog_id).is_displayed())
+
+
+@needs_run_record
+@pytest.mark.parametrize("width", [1280, 390])
+def test_a_run_opens_its_record(failed_server, browser, tmp_path, width):
+    console_errors(browser)
+    open_page(browser, failed_server, width, 900 if width > 600 else 844)
+    _, runs = failed_server.get_json("/api/training/history?days=30")
+    failed = runs[0]
+    assert failed["status"] == "failed" and failed.get("run_id") is not None, failed
+    code, record = failed_server.get_json(f"/api/training/runs/{failed['run_id']}")
+    assert code == 200, record
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, f'[data-open-run="{failed["run_id"]}"]'))
+    open_record(browser, failed["run_id"])
+
+    dialog = browser.find_element(By.ID, "run-record")
+    field = lambda name: dialog.find_element(By.CSS_SELECTOR, f'[data-field="{name}"]')  # noqa: E731
+    assert field("status").text == record["status"] == "failed"
+    assert field("origin").text == (record["origin"] or "—")
+    assert field("overall_quality").text == quality_text(record["overall_quality"])
+    # The phases: one timeline segment per phase with a duration, widths in the durations' proportions.
+    timed = [p for p in record["phases"] if isinstance(p["duration_seconds"], (int, float)) and p["duration_seconds"] > 0]
+    segments = browser.execute_script("""return [...document.querySelectorAll('#run-record .timeline .segment')]
+        .map(s => [s.dataset.phase, s.getBoundingClientRect().width]);""")
+    assert [name for name, _ in segments] == [p["name"] or "" for p in timed]
+    if len(timed) >= 2:
+        total = sum(p["duration_seconds"] for p in timed)
+        bar = sum(w for _, w in segments)
+        for (_, w), p in zip(segments, timed):
+            assert abs(w / bar - p["duration_seconds"] / total) < 0.05 or w <= 4, (segments, timed)
+    assert len(dialog.find_elements(By.CSS_SELECTOR, '[data-field="phases"] li[data-phase]')) == len(record["phases"])
+    # The agents before and after, "—" where the record has no value.
+    rows = dialog.find_elements(By.CSS_SELECTOR, '[data-field="agents"] tr[data-agent-id]')
+    assert len(rows) == len([a for a in record["agents"] if a["id"]])
+    for row, agent in zip(rows, [a for a in record["agents"] if a["id"]]):
+        assert row.get_attribute("data-agent-id") == agent["id"]
+        assert row.find_element(By.CSS_SELECTOR, '[data-field="quality_before"]').text == quality_text(agent["quality_before"])
+        assert row.find_element(By.CSS_SELECTOR, '[data-field="quality_after"]').text == quality_text(agent["quality_after"])
+    # The error lines: a failed run has some, and the page shows each message as text.
+    assert record["errors"], record
+    shown = [e.text for e in dialog.find_elements(By.CSS_SELECTOR, '[data-field="errors"] li .text')]
+    assert shown == [e["message"] for e in record["errors"]]
+    # The previous run.
+    previous = record["previous"]
+    if previous is None:
+        assert "No earlier run" in field("previous").text
+    else:
+        assert field("previous_run_id").text == str(previous["run_id"])
+        changes = previous["phase_duration_change"] or {}
+        assert len(dialog.find_elements(By.CSS_SELECTOR, ".phase-changes [data-phase]")) == len(changes)
+
+    page_fits(browser, width)
+    shot(browser, tmp_path / f"run-record-{width}.png")
+    close_dialog(browser, "run-record")
+    assert console_errors(browser) == []
+
+
+def agent_chart(driver):
+    return driver.execute_script("""
+        const chart = window.Chart && Chart.getChart('agent-chart');
+        return chart && chart.data.datasets.length ? {agent: chart.data.datasets[0].agentId,
+            data: chart.data.datasets[0].data, width: chart.width} : null;""")
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_an_agent_opens_its_quality_chart_and_config(failed_server, browser, tmp_path, width):
+    console_errors(browser)
+    open_page(browser, failed_server, width, 900 if width > 600 else 844)
+    agent_id = failed_server.agent
+    _, agent = failed_server.get_json(f"/api/agents/{agent_id}")
+    assert agent["config"] == AGENT_CONFIG, agent["config"]  # the fixture's own config, through the API
+    browser.find_element(By.CSS_SELECTOR, f'#agents-table [data-open-agent="{agent_id}"]').click()
+    dialog = browser.find_element(By.ID, "agent-detail")
+    wait(browser).until(lambda d: dialog.is_displayed() and dialog.get_attribute("data-agent-id") == agent_id)
+    chart = wait(browser).until(lambda d: (c := agent_chart(d)) and c["agent"] == agent_id and c["width"] > 100 and c)
+    assert chart["data"] == [p["score"] for p in agent["quality_history"]]
+    assert chart["width"] <= width
+    field = lambda name: dialog.find_element(By.CSS_SELECTOR, f'[data-field="{name}"]').text  # noqa: E731
+    assert (field("config.enabled"), field("config.priority")) == ("no", "low")
+    assert field("config.description") == AGENT_CONFIG["description"]
+    assert browser.execute_script("return document.getElementById('config-probe') === null")
+    assert field("name") == agent["name"] and field("module") == (agent["module"] or "—")
+    page_fits(browser, width)
+    shot(browser, tmp_path / f"agent-{width}.png")
+    close_dialog(browser, "agent-detail")
+    assert console_errors(browser) == []
+
+
+@needs_run_record
+def test_an_agent_in_a_runs_record_opens_its_chart(failed_server, browser):
+    open_page(browser, failed_server)
+    _, runs = failed_server.get_json("/api/training/history?days=30")
+    run = next(r for r in runs if r["status"] == "completed" and r.get("run_id") is not None)
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, f'[data-open-run="{run["run_id"]}"]'))
+    open_record(browser, run["run_id"])
+    _, record = failed_server.get_json(f"/api/training/runs/{run['run_id']}")
+    agent_id = next(a["id"] for a in record["agents"] if a["id"])
+    browser.find_element(By.CSS_SELECTOR, f'#run-record [data-open-agent="{agent_id}"]').click()
+    wait(browser).until(lambda d: (c := agent_chart(d)) and c["agent"] == agent_id)
+    close_dialog(browser, "agent-detail")
+    close_dialog(browser, "run-record")
+    assert console_errors(browser) == []
+
+
+def test_header_says_degraded_while_the_data_source_fails_and_last_training_shows_its_date(_built, tmp_path,
+                                                                                            browser):
+    """History that ended three days ago; then the orchestrator folder goes away (data source: error)."""
+    root = tmp_path / "orchestrator"
+    shutil.copytree(_built(None, 0), root)
+    end = datetime.now().date() - timedelta(days=3)
+    run_orchestrator("backfill", "--root", str(root), "--days", "5", "--end", end.isoformat(), "--seed", str(SEED))
+    srv = start_server(root, tmp_path)
+    moved = tmp_path / "orchestrator-away"
+    try:
+        console_errors(browser)
+        open_page(browser, srv)
+        conn = lambda d: d.find_element(By.ID, "connection-state").get_attribute("data-state")  # noqa: E731
+        wait(browser).until(lambda d: conn(d) in ("live", "polling"))
+        _, stats = srv.get_json("/api/dashboard/quick-stats")
+        last = datetime.fromisoformat(stats["last_training"].replace("Z", "+00:00")).astimezone()
+        assert last.date() < datetime.now().date(), stats
+        day = f"{last:%b} {last.day}"  # en-US month and day, as toLocaleString shows it
+        node = wait(browser).until(lambda d: (t := d.find_elements(
+            By.CSS_SELECTOR, '#quick-stats [data-stat="last_training"] time')) and t[0])
+        assert node.get_attribute("datetime") == stats["last_training"]
+        assert day in node.text, (day, node.text)
+
+        root.rename(moved)
+        poll(lambda: srv.get_json("/api/status")[1], lambda s: s["data_source"] != "ok", 10, 0.2)
+        wait(browser, 20).until(lambda d: conn(d) == "degraded")
+        assert text(browser, "#connection-state") == "degraded"
+        assert "data source" in browser.find_element(By.ID, "connection-state").get_attribute("title")
+        shot(browser, tmp_path / "degraded-1280.png")
+        viewport(browser, 390, 844)
+        page_fits(browser, 390)
+        shot(browser, tmp_path / "degraded-390.png")
+        viewport(browser, 1280, 900)
+
+        moved.rename(root)
+        wait(browser, 20).until(lambda d: conn(d) in ("live", "polling"))
+    finally:
+        if moved.exists():
+            moved.rename(root)
+        browser.get("about:blank")
+        console_errors(browser)
+        stop_server(srv)
+
+
+def test_the_starting_phase_has_a_label():
+    source = (PROJECT / "static" / "js" / "dashboard.js").read_text(encoding="utf-8")
+    assert re.search(r"\bstarting: 'Starting'", source)
