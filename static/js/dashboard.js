@@ -383,7 +383,8 @@ function historyItem(run) {
     h('span', { class: 'run-when', 'data-field': 'date' }, runWhen(run)),
     h('span', { 'data-field': 'status' }, statusPill(run.status)),
     h('span', { 'data-field': 'duration' }, fmtDuration(run.duration_seconds)),
-    h('span', { 'data-field': 'quality' }, 'quality ', fmtQuality(run.overall_quality), ' ',
+    h('span', { 'data-field': 'quality' }, h('span', { class: 'label' }, 'quality '), fmtQuality(run.overall_quality)),
+    h('span', { 'data-field': 'quality_change' }, h('span', { class: 'label' }, 'change '),
       changeNode(run.quality_change_percent)),
     h('span', { class: 'src', 'data-field': 'origin' }, run.origin ?? DASH),
   ];
@@ -473,8 +474,11 @@ function renderPrevious(node, previous, record) {
     node.replaceChildren(h('p', { class: 'subtle' }, 'No earlier run to compare with.'));
     return;
   }
-  const changes = previous.phase_duration_change && typeof previous.phase_duration_change === 'object'
-    ? Object.entries(previous.phase_duration_change) : [];
+  const change = previous.phase_duration_change && typeof previous.phase_duration_change === 'object'
+    ? previous.phase_duration_change : {};
+  // In the run's phase order (the JSON's keys come sorted), then any phase this run did not have.
+  const order = (Array.isArray(record.phases) ? record.phases : []).map((p) => p.name).filter((n) => n in change);
+  const changes = [...new Set([...order, ...Object.keys(change)])].map((phase) => [phase, change[phase]]);
   node.replaceChildren(
     h('p', { class: 'previous-line' },
       'Previous run ', h('span', { 'data-field': 'previous_run_id' }, previous.run_id ?? DASH), ' ',
