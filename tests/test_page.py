@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import re
+import shlex
 import shutil
 import struct
 import subprocess
@@ -698,7 +699,8 @@ def test_a_run_opens_its_record(failed_server, browser, tmp_path, width):
         assert row.find_element(By.CSS_SELECTOR, '[data-field="quality_after"]').text == quality_text(agent["quality_after"])
     # The error lines: a failed run has some, and the page shows each message as text.
     assert record["errors"], record
-    shown = [e.text for e in dialog.find_elements(By.CSS_SELECTOR, '[data-field="errors"] li .text')]
+    shown = browser.execute_script(
+        "return [...document.querySelectorAll('#run-record [data-field=\"errors\"] li .text')].map(p => p.textContent)")
     assert shown == [e["message"] for e in record["errors"]]
     # The previous run.
     previous = record["previous"]
@@ -754,7 +756,9 @@ def test_an_agent_in_a_runs_record_opens_its_chart(failed_server, browser):
     wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, f'[data-open-run="{run["run_id"]}"]'))
     open_record(browser, run["run_id"])
     _, record = failed_server.get_json(f"/api/training/runs/{run['run_id']}")
-    agent_id = next(a["id"] for a in record["agents"] if a["id"])
+    agents = [a["id"] for a in record["agents"] if a["id"]]
+    assert agents, record
+    agent_id = agents[0]
     browser.find_element(By.CSS_SELECTOR, f'#run-record [data-open-agent="{agent_id}"]').click()
     wait(browser).until(lambda d: (c := agent_chart(d)) and c["agent"] == agent_id)
     close_dialog(browser, "agent-detail")
@@ -806,6 +810,23 @@ def test_header_says_degraded_while_the_data_source_fails_and_last_training_show
         stop_server(srv)
 
 
-def test_the_starting_phase_has_a_label():
-    source = (PROJECT / "static" / "js" / "dashboard.js").read_text(encoding="utf-8")
-    assert re.search(r"\bstarting: 'Starting'", source)
+@needs_training_control
+def test_a_run_that_has_not_logged_its_first_phase_shows_starting(_built, tmp_path, browser):
+    """A TRAINING_COMMAND that only waits: the run never shows a phase in the log, so it stays "starting"."""
+    srv = start_server(page_orchestrator(_built, tmp_path), tmp_path,
+                       TRAINING_COMMAND=f"python -c {shlex.quote('import time; time.sleep(120)')}")
+    try:
+        console_errors(browser)
+        open_page(browser, srv)
+        browser.find_element(By.ID, "start-training").click()
+        poll(lambda: srv.get_json("/api/training/status")[1]["current_phase"], lambda p: p == "starting", 15, 0.1)
+        phase = '#training-status [data-field="current_phase"]'
+        wait(browser, 15).until(lambda d: text(d, phase) == "Starting")
+        wait(browser).until(lambda d: d.find_element(By.ID, "stop-training").is_enabled())
+        browser.find_element(By.ID, "stop-training").click()
+        wait(browser, 20).until(lambda d: text(d, phase) == "Idle")
+        assert console_errors(browser) == []
+    finally:
+        browser.get("about:blank")
+        console_errors(browser)
+        stop_server(srv)
