@@ -699,8 +699,9 @@ def test_a_run_opens_its_record(failed_server, browser, tmp_path, width):
         assert row.find_element(By.CSS_SELECTOR, '[data-field="quality_after"]').text == quality_text(agent["quality_after"])
     # The error lines: a failed run has some, and the page shows each message as text.
     assert record["errors"], record
-    shown = browser.execute_script(
-        "return [...document.querySelectorAll('#run-record [data-field=\"errors\"] li .text')].map(p => p.textContent)")
+    shown = browser.execute_script("""return [...document.querySelectorAll('#run-record [data-field="errors"] li')]
+        .map(li => li.querySelector('.text').textContent
+                   + (li.querySelector('.trace pre') ? '\\n' + li.querySelector('.trace pre').textContent : ''));""")
     assert shown == [e["message"] for e in record["errors"]]
     # The previous run.
     previous = record["previous"]

@@ -382,7 +382,7 @@ function historyItem(run) {
   const summary = [
     h('span', { class: 'run-when', 'data-field': 'date' }, runWhen(run)),
     h('span', { 'data-field': 'status' }, statusPill(run.status)),
-    h('span', { 'data-field': 'duration' }, fmtDuration(run.duration_seconds)),
+    h('span', { 'data-field': 'duration' }, fmtSeconds(run.duration_seconds)),
     h('span', { 'data-field': 'quality' }, h('span', { class: 'label' }, 'quality '), fmtQuality(run.overall_quality)),
     h('span', { 'data-field': 'quality_change' }, h('span', { class: 'label' }, 'change '),
       changeNode(run.quality_change_percent)),
@@ -437,18 +437,25 @@ function phaseLabel(name) {
   return name ? (PHASES[name] || String(name)) : DASH;
 }
 
+/** Seconds with a decimal under 10 s (a phase can take 0.3 s), else as fmtDuration. */
+function fmtSeconds(seconds) {
+  return isNum(seconds) && Math.abs(seconds) < 10 ? `${fmtNum(seconds, 1)} s` : fmtDuration(seconds);
+}
+
 function renderTimeline(node, phases) {
   const timed = phases.filter((p) => isNum(p.duration_seconds) && p.duration_seconds > 0);
+  const total = timed.reduce((sum, p) => sum + p.duration_seconds, 0);
   if (!timed.length) {
     node.replaceChildren(h('span', { class: 'timeline-empty' }, 'No phase durations recorded.'));
     return;
   }
   node.replaceChildren(...timed.map((phase, i) => {
-    const label = `${phaseLabel(phase.name)}: ${fmtDuration(phase.duration_seconds)}`;
+    const label = `${phaseLabel(phase.name)}: ${fmtSeconds(phase.duration_seconds)}`;
     const segment = h('span', { class: `segment seg-${i % 6}`, 'data-phase': phase.name ?? '',
       'data-status': phase.status ?? '', title: `${label}${phase.status ? ` (${phase.status})` : ''}` },
     h('span', { class: 'segment-label' }, phaseLabel(phase.name)));
-    segment.style.flexGrow = String(phase.duration_seconds); // CSSOM, allowed by style-src 'self'
+    // Shares of 100, so the bar is full even when all phases together take under a second.
+    segment.style.flexGrow = String((phase.duration_seconds / total) * 100); // CSSOM: allowed by style-src 'self'
     return segment;
   }));
 }
@@ -467,6 +474,18 @@ function recordAgentRow(agent) {
     h('td', { class: 'num', 'data-field': 'change' }, changeNode(agent.change, 2, '')),
     h('td', { class: 'num' }, fmtMs(agent.processing_time_ms)),
     h('td', { class: `wrap ${agent.error ? 'down' : ''}`, 'data-field': 'error' }, agent.error ?? DASH));
+}
+
+/** One error line of a record; a traceback joined to it folds away under the line. */
+function recordErrorItem(error) {
+  const item = logItem({ source: 'run', ...error });
+  const [first, ...rest] = String(error.message ?? DASH).split('\n');
+  if (rest.length) {
+    $('.text', item).textContent = first;
+    item.append(h('details', { class: 'trace' }, h('summary', {}, `${rest.length} more line${rest.length > 1 ? 's' : ''}`),
+      h('pre', {}, rest.join('\n'))));
+  }
+  return item;
 }
 
 function renderPrevious(node, previous, record) {
@@ -502,7 +521,7 @@ function renderRecord(record, warnings) {
   setField(dialog, 'session_id', record.session_id ?? DASH);
   setField(dialog, 'started_at', timeNode(record.started_at, { seconds: true }));
   setField(dialog, 'finished_at', timeNode(record.finished_at, { seconds: true }));
-  setField(dialog, 'duration_seconds', fmtDuration(record.duration_seconds));
+  setField(dialog, 'duration_seconds', fmtSeconds(record.duration_seconds));
   setField(dialog, 'overall_quality', fmtQuality(record.overall_quality));
   setField(dialog, 'quality_change_percent', changeNode(record.quality_change_percent));
 
@@ -511,7 +530,7 @@ function renderRecord(record, warnings) {
   setField(dialog, 'phases', ...(phases.length
     ? phases.map((phase) => h('li', { 'data-phase': phase.name ?? '', 'data-status': phase.status ?? '' },
       h('span', { class: 'phase-name' }, phaseLabel(phase.name)), ' ', statusPill(phase.status), ' ',
-      h('span', { 'data-field': 'duration' }, fmtDuration(phase.duration_seconds)), ' ',
+      h('span', { 'data-field': 'duration' }, fmtSeconds(phase.duration_seconds)), ' ',
       h('span', { class: 'subtle-inline' }, 'from ', timeNode(phase.started_at, { seconds: true }))))
     : [h('li', { class: 'subtle' }, Array.isArray(record.phases) ? 'No phases recorded.' : DASH)]));
 
@@ -521,7 +540,7 @@ function renderRecord(record, warnings) {
 
   const errors = Array.isArray(record.errors) ? record.errors : null;
   setField(dialog, 'errors', ...(errors && errors.length
-    ? errors.map((e) => logItem({ source: 'run', ...e }))
+    ? errors.map(recordErrorItem)
     : [h('li', { class: 'none' }, errors ? 'No errors recorded.' : DASH)]));
 
   renderPrevious($('[data-field="previous"]', dialog), record.previous ?? null, record);
