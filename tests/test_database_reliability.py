@@ -761,7 +761,7 @@ def flock_holders(path: Path) -> set[int]:
 
 def sampler_leaders(log: Path) -> set[int]:
     """Pids that logged taking the health sampler's lead (each process logs it once, on taking it)."""
-    return {int(pid) for pid in re.findall(r"\[(\d+)\] sampler: health sampler: this process is the leader",
+    return {int(pid) for pid in re.findall(r"\[(\d+)\] dashboard\.ops\.sampler: health sampler: this process is the leader",
                                             log.read_text())}
 
 
