@@ -18,7 +18,7 @@ from dashboard.store import events
 from dashboard.ops import host_health as health
 from dashboard.store import history_reads
 from dashboard.store import history_store
-from dashboard.local import log_reader, log_views, run_record
+from dashboard.local import log_views, run_record
 from dashboard.ops import sampler
 from dashboard.store import storyboard_store
 from dashboard.training import control as training_control
@@ -337,12 +337,11 @@ class LocalDataProvider(DataProvider):
         index = next((i for i, run in enumerate(runs) if run["run_id"] == run_id), None)
         if index is None:
             raise ApiError(404, f"unknown run_id: {run_id}")
-        run, tail = runs[index], None
+        run, previous = runs[index], (runs[index + 1:] or [None])[0]
+        session = None
         if run["session_id"] is not None:
             session = self._from_db(s, lambda db: self.training.session(db, run["session_id"]))
-            tail, problems = log_reader.tail_lines(session["output_path"], 100) if session and session["output_path"] else ([], [])
-            s.warnings.extend(problems)
-        return Payload(run_record.record(s, run, runs[index + 1] if index + 1 < len(runs) else None, tail), s.warnings)
+        return Payload(run_record.record(s, run, previous, session), s.warnings)
 
     def training_schedule(self) -> Payload:
         s = self.state()

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Optional
 
 from dashboard.local.log_reader import (AGENT_START_RE, PHASE_BY_NAME, PHASE_LINE_RE, PHASES, RUN_STARTED,
-                                        iter_log_events)
+                                        iter_log_events, tail_lines)
 from dashboard.local.orchestrator_state import OrchestratorState
 from dashboard.timestamps import parse_iso
 
@@ -19,6 +19,7 @@ PHASE_KEYS = [key for key, _name in PHASES]
 START_SLACK = timedelta(seconds=5)
 END_SLACK = timedelta(seconds=60)
 MAX_RUN_EVENTS = 20000
+OUTPUT_TAIL_LINES = 100
 ERROR_LEVELS = ("WARNING", "ERROR", "CRITICAL")
 AGENT_NAMED_RE = re.compile(r"^Training (agent_[A-Za-z0-9]+) \((.+)\) - START\b")
 AGENT_DONE_RE = re.compile(r"^(agent_[A-Za-z0-9]+) training (completed|failed)\b:?\s*(.*)$")
@@ -152,14 +153,24 @@ def phase_change(phases: list[dict], previous: list[dict]) -> dict[str, Optional
             else None for key in PHASE_KEYS}
 
 
-def record(s: OrchestratorState, run: dict, previous: Optional[dict], output_tail: Optional[list[str]]) -> dict:
-    """The record of `run` (a history row); `previous` is the history row before it, if any."""
+def output_tail(s: OrchestratorState, session: Optional[dict]) -> list[str]:
+    """The last OUTPUT_TAIL_LINES lines of a dashboard session's command output ([] when unreadable)."""
+    if not session or not session["output_path"]:
+        return []
+    lines, problems = tail_lines(session["output_path"], OUTPUT_TAIL_LINES)
+    s.warnings.extend(problems)
+    return lines
+
+
+def record(s: OrchestratorState, run: dict, previous: Optional[dict], session: Optional[dict]) -> dict:
+    """The record of `run` (a history row); `previous` is the history row before it, if any; `session`
+    the dashboard session that started it (TrainingController.session), if any."""
     events = run_events(s, run)
     phases = phases_of(s, events, run["status"])
     data = {k: run[k] for k in ("run_id", "origin", "session_id", "status", "started_at", "finished_at",
                                 "duration_seconds", "overall_quality", "quality_change_percent")}
     data.update(phases=phases, agents=agents_of(s, events, run["status"]), errors=errors_of(s, events),
-                output_tail=output_tail, previous=None)
+                output_tail=output_tail(s, session) if run["session_id"] is not None else None, previous=None)
     if previous is not None:
         earlier = phases_of(s, run_events(s, previous), previous["status"])
         data["previous"] = {"run_id": previous["run_id"], "status": previous["status"],
