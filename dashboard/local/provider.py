@@ -211,7 +211,8 @@ class LocalDataProvider(DataProvider):
             "agents_total": len(rows),
             "overall_quality": self._overall_quality(s),
             "last_training": s.iso(s.result.get("timestamp")),
-            "training_running": s.progress["running"],
+            # a run the dashboard started is running before the log shows it (as /api/training/status says)
+            "training_running": s.progress["running"] or self._running_session(s) is not None,
             "active_alerts": len(self._active_alerts(s, listed)),
             "errors_24h": errors,
         }
