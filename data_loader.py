@@ -118,13 +118,22 @@ def _field(obj, dotted: str, kind: str, name: str, warnings: list):
 
 # --- JSON files ---
 
-@cached
-def parse_config(path):
+def json_object_parser(parse):
+    """A parser of a file that holds one JSON object: `parse(obj, name, warnings)` gets the object, the
+    file's name and the list its problems go to, and returns the value; a file without an object (absent,
+    unreadable, another type) is None with the reason. Made total, and cacheable, by `cached`."""
+    @functools.wraps(parse)
+    def read(path):
+        obj, warnings = _json_object(path)
+        if obj is None:
+            return None, warnings
+        return parse(obj, path.name, warnings), warnings
+    return cached(read)
+
+
+@json_object_parser
+def parse_config(obj, name, warnings):
     """(config dict|None, warnings) for training/config.json, current or legacy shape."""
-    obj, warnings = _json_object(path)
-    if obj is None:
-        return None, warnings
-    name = path.name
     legacy = "training" not in obj and any(k in obj for k in ("training_enabled", "agents", "holistic_training"))
     f = functools.partial(_field, name=name, warnings=warnings)
     if legacy:
@@ -137,7 +146,7 @@ def parse_config(path):
                 "log_retention_days": f(obj, "log_retention_days", "int"),
                 "data_quality_threshold": f(obj, "holistic_training.quality_threshold", "num"),
                 "production_enabled": None, "agents": {},
-                "agent_slugs": [s for s in slugs if isinstance(s, str)]}, warnings
+                "agent_slugs": [s for s in slugs if isinstance(s, str)]}
     if "training" not in obj:
         warnings.append(f"{name}: no 'training' section")
     agents = {}
@@ -154,16 +163,12 @@ def parse_config(path):
             "log_retention_days": f(obj, "training.monitoring.log_retention_days", "int"),
             "data_quality_threshold": f(obj, "training.harvester.data_quality_threshold", "num"),
             "production_enabled": f(obj, "training.production_run.enabled", "bool"),
-            "agents": agents, "agent_slugs": []}, warnings
+            "agents": agents, "agent_slugs": []}
 
 
-@cached
-def parse_training_result(path):
+@json_object_parser
+def parse_training_result(obj, name, warnings):
     """(result dict|None, warnings) for holistic_training_result.json (success or failure shape)."""
-    obj, warnings = _json_object(path)
-    if obj is None:
-        return None, warnings
-    name = path.name
     f = functools.partial(_field, name=name, warnings=warnings)
     phases = {}
     for key, entry in (f(obj, "phases", "dict") or {}).items():
@@ -178,7 +183,7 @@ def parse_training_result(path):
             "agents_failed": f(obj, "phases.training.agents_failed", "int"),
             "agent_results": f(obj, "phases.training.results", "dict") or {},
             "system_quality_delta": f(obj, "system_quality_delta", "num"),
-            "timestamp": f(obj, "timestamp", "time"), "next_scheduled": f(obj, "next_scheduled", "time")}, warnings
+            "timestamp": f(obj, "timestamp", "time"), "next_scheduled": f(obj, "next_scheduled", "time")}
 
 
 _POINT_FIELDS = {"score": _num, "improvement": _num, "time_ms": _int, "success": _KINDS["bool"][0],
@@ -199,13 +204,9 @@ def metric_point(entry) -> tuple[Optional[dict], int]:
     return point, bad
 
 
-@cached
-def parse_training_metrics(path):
+@json_object_parser
+def parse_training_metrics(obj, name, warnings):
     """(dict of metric key -> points sorted by timestamp, or None, warnings) for training_metrics.json."""
-    obj, warnings = _json_object(path)
-    if obj is None:
-        return None, warnings
-    name = path.name
     metrics = {}
     for key, entries in obj.items():
         if not isinstance(entries, list):
@@ -223,7 +224,7 @@ def parse_training_metrics(path):
         if bad:
             warnings.append(f"{name}: {key}: {bad} values of the wrong type set to null")
         metrics[key] = sorted(points, key=lambda p: p["timestamp"])
-    return metrics, warnings
+    return metrics
 
 
 # --- daily reports and agent modules ---

@@ -51,6 +51,10 @@ class DataProvider(ABC):
         """GET /api/training/history (list of contract.TrainingRun, newest first)."""
 
     @abstractmethod
+    def training_run(self, run_id: str) -> Payload:
+        """GET /api/training/runs/<run_id> (contract.TrainingRunRecord); 404 when unknown."""
+
+    @abstractmethod
     def training_schedule(self) -> Payload:
         """GET /api/training/schedule (contract.TrainingSchedule)."""
 

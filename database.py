@@ -13,7 +13,7 @@ import weakref
 from pathlib import Path
 
 import click
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, has_request_context
 
 from dashboard.web.errors import error_response
 from dashboard.store.migrations import MIGRATIONS, SCHEMA_FILE, SCHEMA_VERSION
@@ -110,6 +110,7 @@ def transaction(conn: sqlite3.Connection, read_by_provider: bool = True):
         yield conn
         if read_by_provider:
             _count_reads(conn)
+        _bump_for_request(conn)
     except BaseException:
         if conn.in_transaction:  # SQLite may have rolled back already (disk full): keep the real error
             conn.execute("ROLLBACK")
@@ -277,11 +278,42 @@ def write_problem(path: Path | str) -> str | None:
 
 # --- cache generations: what every worker's caches check before replaying an answer ---
 
+BUMP_SQL = "INSERT INTO cache_generations (prefix, value) VALUES (?, 1) ON CONFLICT (prefix) DO UPDATE SET value = value + 1"
+
+
 def bump_generations(conn: sqlite3.Connection, prefixes: tuple[str, ...]) -> None:
     """Count one write under each path prefix: cached answers of paths under them are no longer valid."""
     with transaction(conn, read_by_provider=False):
-        conn.executemany("INSERT INTO cache_generations (prefix, value) VALUES (?, 1)"
-                         " ON CONFLICT (prefix) DO UPDATE SET value = value + 1", [(p,) for p in prefixes])
+        conn.executemany(BUMP_SQL, [(p,) for p in prefixes])
+
+
+def bump_with_the_requests_write(prefixes: tuple[str, ...]) -> None:
+    """Count the prefixes in the same commit as this request's next write on its connection (get_db()), so
+    the write and the end of the cached answers it changes show together; `generations_pending()` says
+    whether that happened."""
+    g.pending_generations = prefixes
+
+
+def commit_pending_generations() -> None:
+    """Count now what this request asked to bump and no write of its counted (its write went through
+    another connection, or upstream in cloud mode)."""
+    pending, g.pending_generations = g.get("pending_generations", ()), ()
+    if pending:
+        bump_generations(get_db(), pending)
+
+
+def _bump_for_request(conn: sqlite3.Connection) -> None:
+    if not (has_request_context() and g.get("pending_generations") and g.get("db") is conn):
+        return
+    conn.execute("SAVEPOINT bump")  # a bump that fails (counters unreadable) never costs the write
+    try:
+        conn.executemany(BUMP_SQL, [(p,) for p in g.pending_generations])
+    except sqlite3.Error as err:
+        conn.execute("ROLLBACK TO bump")
+        log.debug("cache generations not counted with the write (tried again after it): %s", err)
+    else:
+        g.pending_generations = ()
+    conn.execute("RELEASE bump")
 
 
 class Generations:

@@ -47,13 +47,17 @@ CREATE TABLE IF NOT EXISTS training_sessions (
     pid INTEGER,
     command TEXT,
     output_path TEXT,
-    exit_code INTEGER
+    exit_code INTEGER,
+    run_id TEXT,  -- the run's start (else its end) in UTC, 20261207T030001Z (.2, .3... when taken)
+    session_number INTEGER  -- a dashboard session's number from 1 (the API's session_id), else null
 );
 CREATE INDEX IF NOT EXISTS idx_sessions_start ON training_sessions (start_time);
 CREATE INDEX IF NOT EXISTS idx_sessions_end ON training_sessions (end_time);
 CREATE INDEX IF NOT EXISTS idx_sessions_last_seen ON training_sessions (COALESCE(end_time, start_time));
 CREATE UNIQUE INDEX IF NOT EXISTS idx_sessions_run_key ON training_sessions (run_key) WHERE run_key IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS idx_sessions_one_running ON training_sessions (status) WHERE status = 'running';
+CREATE UNIQUE INDEX IF NOT EXISTS idx_sessions_run_id ON training_sessions (run_id) WHERE run_id IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS idx_sessions_number ON training_sessions (session_number) WHERE session_number IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS system_health (
     id INTEGER PRIMARY KEY,

@@ -125,6 +125,10 @@ class TrainingStatus(WithWarnings):
 
 
 class TrainingRun(Shape):
+    """One run of GET /api/training/history: `run_id` its id for /api/training/runs/<run_id>; `session_id`
+    the dashboard session that started it, null for a run from cron or by hand."""
+
+    run_id: str
     date: str
     started_at: Time
     finished_at: Time
@@ -137,6 +141,57 @@ class TrainingRun(Shape):
     error: Optional[str]
     session_id: Optional[int]
     origin: Literal["orchestrator", "dashboard"]
+
+
+class RunPhase(Shape):
+    name: str  # harvesting, validation, agent_training, production, monitoring, cleanup
+    started_at: Time
+    finished_at: Time
+    duration_seconds: Num
+    status: str  # completed; else the run's status (running, failed, stopped) or unknown
+
+
+class RunAgent(Shape):
+    id: str
+    name: Optional[str]
+    quality_before: Num
+    quality_after: Num
+    change: Num  # quality_after - quality_before
+    processing_time_ms: Optional[int]
+    status: str  # completed, failed, skipped; else the run's status or unknown
+    error: Optional[str]
+
+
+class RunLogLine(Shape):
+    timestamp: Time
+    level: str
+    message: str  # a traceback joined to its line
+
+
+class PreviousRun(Shape):
+    run_id: str
+    status: str
+    overall_quality: Num
+    phase_duration_change: dict[str, Num]  # this run's phase duration minus the previous run's (s)
+
+
+class TrainingRunRecord(WithWarnings):
+    """GET /api/training/runs/<run_id>: one run with its phases, agents and errors from the run log."""
+
+    run_id: str
+    origin: Literal["orchestrator", "dashboard"]
+    session_id: Optional[int]
+    status: str
+    started_at: Time
+    finished_at: Time
+    duration_seconds: Num
+    overall_quality: Num
+    quality_change_percent: Num
+    phases: list[RunPhase]
+    agents: list[RunAgent]
+    errors: list[RunLogLine]
+    output_tail: Optional[list[str]]  # the last 100 lines of a dashboard session's command output
+    previous: Optional[PreviousRun]
 
 
 SessionStatus = Literal["running", "stopping", "completed", "failed", "stopped"]
@@ -348,6 +403,7 @@ RESPONSES = {
     "agents_health": AgentsHealth,
     "training_status": TrainingStatus,
     "training_history": list[TrainingRun],
+    "training_run": TrainingRunRecord,
     "training_schedule": TrainingSchedule,
     "training_start": TrainingStarted,
     "training_stop": TrainingSession,

@@ -205,7 +205,7 @@ def test_a_probe_that_never_reports_gives_its_place_to_the_next_caller(tmp_path,
     dead.record(answered=False, probe=False)
     alive.record(answered=False, probe=False)  # 2 in a row, over both: open for both
     assert poll(lambda: admitted(dead), lambda probe: probe is not None)[-1] is True  # the probe, never reported
-    with caplog.at_level(logging.WARNING, logger="cloud_client"):
+    with caplog.at_level(logging.WARNING, logger="dashboard.cloud.client"):
         assert admitted(alive) is None  # the probe is still under way
         assert poll(lambda: admitted(alive), lambda probe: probe is not None)[-1] is True
         alive.record(answered=True, probe=True)
@@ -226,7 +226,7 @@ def test_an_unusable_state_file_leaves_each_worker_its_own_breaker(tmp_path, cap
     garbled_path = tmp_path / "garbled.breaker"
     garbled_path.write_bytes(b"\x00not json")
     garbled = circuit_breaker.CircuitBreaker(2, 3600, str(garbled_path))
-    with caplog.at_level(logging.WARNING, logger="cloud_client"):
+    with caplog.at_level(logging.WARNING, logger="dashboard.cloud.client"):
         for breaker in (missing, garbled):
             assert breaker.admit() is False
             breaker.record(answered=False, probe=False)

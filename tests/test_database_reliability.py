@@ -455,7 +455,7 @@ def test_schema_sql_is_what_the_migrations_build(tmp_path):
         migrated = schema_of(conn)
     with opened(created) as conn:
         assert schema_of(conn) == migrated
-    assert len(migrated["tables"]) == 13 and len(migrated["indexes"]) == 23
+    assert len(migrated["tables"]) == 13 and len(migrated["indexes"]) == 25
 
 
 # plan T07
@@ -761,7 +761,7 @@ def flock_holders(path: Path) -> set[int]:
 
 def sampler_leaders(log: Path) -> set[int]:
     """Pids that logged taking the health sampler's lead (each process logs it once, on taking it)."""
-    return {int(pid) for pid in re.findall(r"\[(\d+)\] sampler: health sampler: this process is the leader",
+    return {int(pid) for pid in re.findall(r"\[(\d+)\] dashboard\.ops\.sampler: health sampler: this process is the leader",
                                             log.read_text())}
 
 

@@ -200,6 +200,29 @@ def test_an_upstream_result_is_kept_only_while_its_generation_stands():
     assert cache.get_or_load(LIST, load) == {"n": 3}
 
 
+def test_a_write_and_the_end_of_the_answers_it_changes_are_one_commit(make_app, orchestrator):
+    """No moment in which another worker sees the new project but still replays its old list: the project
+    and its cache generation are committed together, in one write transaction."""
+    app = make_app(orchestrator(), RESPONSE_CACHE_SECONDS=60)
+    client = app.test_client()
+    gens = database.Generations(app.config["DATABASE_PATH"])
+    before = gens.stamp(LIST)
+    statements: list[str] = []
+    with app.app_context():
+        conn = database.get_db()  # this thread's connection: the one the next request of this thread uses
+        conn.set_trace_callback(statements.append)
+    try:
+        assert client.post(CREATE, json={"name": "together"}).status_code == 201
+    finally:
+        conn.set_trace_callback(None)
+    (project,) = [i for i, sql in enumerate(statements) if "INSERT INTO storyboard_projects" in sql]
+    commits = [i for i, sql in enumerate(statements) if sql.strip().upper() == "COMMIT" and i > project]
+    bumps = [i for i, sql in enumerate(statements) if "cache_generations" in sql]
+    # the rate limit's count is a commit of its own before it; after the project, one commit holds both
+    assert len(commits) == 1 and bumps == [i for i in bumps if project < i < commits[0]] and bumps
+    assert gens.stamp(LIST) == before + 1
+
+
 def test_without_a_readable_generation_the_cache_falls_back_to_its_ttl(make_app, orchestrator, caplog):
     app = make_app(orchestrator(), RESPONSE_CACHE_SECONDS=60)
     client = app.test_client()

@@ -28,7 +28,8 @@ SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DEN
 
 def get_urls(app) -> list[str]:
     """Every GET route of the app, with real ids filled in (the stream excluded: it never ends)."""
-    fill = {"agent_id": "agent_1", "metric_name": "system_overall_quality", "project_id": "none", "session_id": "1"}
+    fill = {"agent_id": "agent_1", "metric_name": "system_overall_quality", "project_id": "none", "session_id": "1",
+            "run_id": "none"}
     return sorted(get_route_urls(app, fill))
 
 

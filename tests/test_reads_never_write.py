@@ -37,7 +37,8 @@ def test_no_get_head_or_stream_writes_once_the_ingester_caught_up(make_app, orch
     assert data_version(watcher) == before, "an ingester round with nothing new wrote"
 
     answers = {}
-    for url in get_urls(app, project_id=project, session_id=str(session)):
+    run = client.get("/api/training/history?days=1").get_json()[0]["run_id"]  # the session's run: its output too
+    for url in get_urls(app, project_id=project, session_id=str(session), run_id=run):
         for method in ("GET", "HEAD"):
             response = client.open(url, method=method)
             answers[f"{method} {url}"] = response.status_code

@@ -125,6 +125,7 @@ def test_a_run_is_starting_until_the_log_shows_its_first_phase(control):  # noqa
     first = client.get("/api/training/status").get_json()
     assert (first["is_running"], first["current_phase"], first["session_id"]) == (True, "starting", sid)
     assert client.get("/api/dashboard/overview").get_json()["current_phase"] == "starting"
+    assert client.get("/api/dashboard/quick-stats").get_json()["training_running"] is True
     stream = client.get("/api/stream", buffered=False)
     try:
         frame = next(chunk for chunk in stream.response if chunk.startswith(b"event: training"))

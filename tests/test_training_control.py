@@ -146,7 +146,7 @@ def test_a_started_run_is_followed_live_and_recorded_when_it_completes(control, 
     assert second.status_code == 409
     assert second.get_json()["session_id"] == sid and second.get_json()["status"] == 409
 
-    row = db_rows(app, "SELECT * FROM training_sessions WHERE id = ?", sid)[0]
+    row = db_rows(app, "SELECT * FROM training_sessions WHERE session_number = ?", sid)[0]
     assert (row["origin"], row["status"], row["command"]) == ("dashboard", "running", "python orchestrator.py train --verbose")
     assert row["pid"] and row["start_time"] == started["started_at"]
     assert Path(row["output_path"]) == Path(app.config["TRAINING_RUNS_DIR"]) / str(sid) / "output.log"
@@ -377,7 +377,7 @@ def test_one_run_across_gunicorn_workers_and_a_server_restart(orchestrator, tmp_
         assert all(body["session_id"] == sid for code, body in answers if code == 409)
         conn = sqlite3.connect(database)
         try:
-            rows = conn.execute("SELECT id, pid FROM training_sessions WHERE status = 'running'").fetchall()
+            rows = conn.execute("SELECT session_number, pid FROM training_sessions WHERE status = 'running'").fetchall()
         finally:
             conn.close()
         assert len(rows) == 1 and rows[0][0] == sid

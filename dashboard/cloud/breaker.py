@@ -15,7 +15,7 @@ from dashboard.cloud.retry import BACKOFF_MAX, RETRIES
 from dashboard.web.errors import ApiError
 from dashboard.ops.file_lock import flock_within
 
-log = logging.getLogger("cloud_client")
+log = logging.getLogger("dashboard.cloud.client")  # one logger for the cloud calls
 
 T = TypeVar("T")
 STATE_BYTES = 128           # the state file's fixed size: written in place, never truncated

@@ -142,6 +142,12 @@ def _tail(path: Path, n: int, max_bytes: int):
     return text, warnings, capped
 
 
+def tail_lines(path, n: int, max_bytes: int = TAIL_MAX_BYTES) -> tuple[list[str], list[str]]:
+    """(the last `n` complete lines of a file within its last `max_bytes`, oldest first; warnings)."""
+    lines, warnings, _capped = _tail(Path(path), n, max_bytes)
+    return lines, warnings
+
+
 def _group(lines: Iterable[Optional[str]]) -> Iterator[dict]:
     """Events from lines: continuation lines join the previous event; leading ones are dropped (and so
     are those after a None, a skipped line)."""

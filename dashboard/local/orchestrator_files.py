@@ -138,13 +138,17 @@ class OrchestratorFiles:
             return modules
         return self.get("modules", read)[0]
 
+    def _listed_in_logs(self, name: str, listing: Callable) -> list:
+        """`listing(the logs folder)`, kept as source `name`; [] without a logs folder."""
+        def read():
+            logs = self._logs_dir()
+            return listing(logs) if logs else []
+        return self.get(name, read)[0]
+
     @property
     def report_files(self) -> list[tuple]:
         """[(date, path)] of every daily report on disk, oldest first (listed, not read)."""
-        def read():
-            logs = self._logs_dir()
-            return dl.list_daily_reports(logs, cache=self.cache) if logs else []
-        return self.get("report_files", read)[0]
+        return self._listed_in_logs("report_files", lambda logs: dl.list_daily_reports(logs, cache=self.cache))
 
     @property
     def reports(self) -> list[dict]:
@@ -162,10 +166,7 @@ class OrchestratorFiles:
     @property
     def log_files(self) -> list[Path]:
         """Run logs, newest first."""
-        def read():
-            logs = self._logs_dir()
-            return list(reversed(dl.list_log_files(logs))) if logs else []
-        return self.get("log_files", read)[0]
+        return self._listed_in_logs("log_files", lambda logs: list(reversed(dl.list_log_files(logs))))
 
     def log_events(self, path: Path, limit: int = LOG_WINDOW_EVENTS) -> list[dict]:
         """The newest `limit` events of one log, oldest first."""

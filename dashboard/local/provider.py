@@ -18,7 +18,7 @@ from dashboard.store import events
 from dashboard.ops import host_health as health
 from dashboard.store import history_reads
 from dashboard.store import history_store
-from dashboard.local import log_views
+from dashboard.local import log_views, run_record
 from dashboard.ops import sampler
 from dashboard.store import storyboard_store
 from dashboard.training import control as training_control
@@ -211,7 +211,8 @@ class LocalDataProvider(DataProvider):
             "agents_total": len(rows),
             "overall_quality": self._overall_quality(s),
             "last_training": s.iso(s.result.get("timestamp")),
-            "training_running": s.progress["running"],
+            # a run the dashboard started is running before the log shows it (as /api/training/status says)
+            "training_running": s.progress["running"] or self._running_session(s) is not None,
             "active_alerts": len(self._active_alerts(s, listed)),
             "errors_24h": errors,
         }
@@ -329,6 +330,19 @@ class LocalDataProvider(DataProvider):
         runs = list(self._from_db(s, lambda db: history_reads.runs_since(db, since, self.tz), key=("runs", since)) or [])
         from_files = s.memo("runs", lambda: runs_from_files(s))
         return Payload(runs_history(runs, from_files, first_day), s.warnings)
+
+    def training_run(self, run_id: str) -> Payload:
+        s = self.state()
+        recorded = self._from_db(s, lambda db: history_reads.runs_since(db, "", self.tz), key=("runs", "")) or []
+        runs = runs_history(recorded, s.memo("runs", lambda: runs_from_files(s)), date.min)
+        index = next((i for i, run in enumerate(runs) if run["run_id"] == run_id), None)
+        if index is None:
+            raise ApiError(404, f"unknown run_id: {run_id}")
+        run, previous = runs[index], (runs[index + 1:] or [None])[0]
+        session = None
+        if run["session_id"] is not None:
+            session = self._from_db(s, lambda db: self.training.session(db, run["session_id"]))
+        return Payload(run_record.record(s, run, previous, session), s.warnings)
 
     def training_schedule(self) -> Payload:
         s = self.state()

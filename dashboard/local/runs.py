@@ -7,6 +7,7 @@ from typing import Optional
 
 from data_loader import integer_or_none, number_or_none
 from dashboard.local.orchestrator_state import SYSTEM_KEY, OrchestratorState
+from dashboard.store.run_ids import base_run_id
 from dashboard.timestamps import parse_iso, to_iso
 
 # How close (s) the result file's timestamp must be to a run's end to be that run.
@@ -28,7 +29,7 @@ def run_status(s: OrchestratorState, status: Optional[str], finished: Optional[d
 def run_row(s: OrchestratorState, finished: Optional[datetime], duration: Optional[float], status: Optional[str],
             *, error: Optional[str] = None, quality: Optional[float] = None, change: Optional[float] = None,
             trained: Optional[int] = None, failed: Optional[int] = None) -> dict:
-    """One run in the API's words (contract.TrainingRun without session_id/origin), times in UTC; a value
+    """One run in the API's words (contract.TrainingRun without run_id/session_id/origin), times in UTC; a value
     of the wrong type (the files' JSON) is null."""
     duration, quality, change = number_or_none(duration), number_or_none(quality), number_or_none(change)
     trained, failed = integer_or_none(trained), integer_or_none(failed)
@@ -106,6 +107,7 @@ def runs_history(recorded: list[dict], from_files: list[dict], first_day: date) 
         earliest, latest = session_window(run)
         return run["finished_at"] in known or any(earliest <= start <= latest for start in sessions)
     runs = list(recorded) + [dict(run, status=RUN_STATUS.get(run["status"], run["status"]), session_id=None,
-                                  origin="orchestrator") for run in from_files if not recorded_here(run)]
+                                  origin="orchestrator", run_id=base_run_id(run["started_at"], run["finished_at"]))
+                             for run in from_files if not recorded_here(run)]
     runs.sort(key=lambda r: (r["finished_at"] or r["started_at"] or r["date"]), reverse=True)
     return [r for r in runs if r["date"] >= first_day.isoformat()]

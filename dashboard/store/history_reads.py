@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from dashboard.store.history_store import DAILY_REPORT, TRAINING_METRICS, file_signature
+from dashboard.store.run_ids import base_run_id
 from dashboard.timestamps import parse_iso, to_iso
 
 def recorded(conn: sqlite3.Connection, path: Path) -> bool:
@@ -106,7 +107,7 @@ def metric_points(conn: sqlite3.Connection, metric_type: str, since_iso: str) ->
 def runs_since(conn: sqlite3.Connection, since_iso: str, tz: tzinfo) -> list[dict]:
     """Training runs (from the files and started here) that started or ended since `since_iso`, newest first."""
     rows = conn.execute(
-        "SELECT id, origin, start_time, end_time, duration_seconds, overall_quality, overall_improvement,"
+        "SELECT id, run_id, session_number, origin, start_time, end_time, duration_seconds, overall_quality, overall_improvement,"
         " agents_trained, agents_failed, status, error_message FROM training_sessions"
         " WHERE COALESCE(end_time, start_time) >= ? ORDER BY COALESCE(end_time, start_time) DESC, id DESC",
         (since_iso,))
@@ -122,5 +123,5 @@ def runs_since(conn: sqlite3.Connection, since_iso: str, tz: tzinfo) -> list[dic
                      "overall_quality": r["overall_quality"], "quality_change_percent": r["overall_improvement"],
                      "agents_trained": r["agents_trained"], "agents_failed": r["agents_failed"],
                      "status": r["status"], "error": r["error_message"],
-                     "session_id": r["id"] if r["origin"] == "dashboard" else None, "origin": r["origin"]})
+                     "run_id": r["run_id"] or base_run_id(r["start_time"], r["end_time"]), "session_id": r["session_number"], "origin": r["origin"]})
     return runs

@@ -16,6 +16,7 @@ from typing import Iterable, Optional
 
 from database import transaction
 from dashboard.store.events import fingerprint, insert_events
+from dashboard.store.run_ids import new_run_id
 import data_loader as dl
 from dashboard.local.log_reader import MAX_LINE_BYTES, LongLine
 from dashboard.local.metrics_stream import MetricsStream
@@ -226,9 +227,10 @@ def _ingest_runs(conn: sqlite3.Connection, runs: Iterable[dict]) -> int:
         if existing is None:
             existing = _matching_dashboard_session(conn, run)
         if existing is None:
-            columns = ["run_key", "status", "origin", *values]
+            run_id = new_run_id(conn, values["start_time"], key)
+            columns = ["run_key", "run_id", "status", "origin", *values]
             conn.execute(f"INSERT INTO training_sessions ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                         (key, status, "orchestrator", *values.values()))
+                         (key, run_id, status, "orchestrator", *values.values()))
             written += 1
             continue
         # A dashboard session keeps its own start, status and error; the files add what the run achieved.

@@ -104,5 +104,23 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (path, series)
     )
     """,
+    # 7: one id per run, and dashboard sessions numbered apart from the runs read from the files. run_id is
+    # the run's start (else its end) in UTC, "20261207T030001Z", with ".2", ".3"... when taken already;
+    # session_number numbers the dashboard's own sessions from 1 (the API's session_id).
+    """
+    ALTER TABLE training_sessions ADD COLUMN run_id TEXT;
+    ALTER TABLE training_sessions ADD COLUMN session_number INTEGER;
+    UPDATE training_sessions SET session_number = (SELECT COUNT(*) FROM training_sessions AS t
+        WHERE t.origin = 'dashboard' AND t.id <= training_sessions.id) WHERE origin = 'dashboard';
+    CREATE TEMP TABLE run_ids (id INTEGER PRIMARY KEY, run_id TEXT);
+    INSERT INTO run_ids (id, run_id) SELECT id, base || CASE WHEN n > 1 THEN '.' || n ELSE '' END
+        FROM (SELECT id, strftime('%Y%m%dT%H%M%SZ', COALESCE(start_time, end_time)) AS base,
+              ROW_NUMBER() OVER (PARTITION BY strftime('%Y%m%dT%H%M%SZ', COALESCE(start_time, end_time)) ORDER BY id) AS n
+              FROM training_sessions);
+    UPDATE training_sessions SET run_id = (SELECT run_id FROM run_ids WHERE run_ids.id = training_sessions.id);
+    DROP TABLE run_ids;
+    CREATE UNIQUE INDEX idx_sessions_run_id ON training_sessions (run_id) WHERE run_id IS NOT NULL;
+    CREATE UNIQUE INDEX idx_sessions_number ON training_sessions (session_number) WHERE session_number IS NOT NULL
+    """,
 ]
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

@@ -38,6 +38,7 @@ import psutil
 
 import database
 from dashboard.store import events
+from dashboard.store.run_ids import new_run_id
 from dashboard.training import wrapper as tw
 from dashboard.web.errors import ApiError
 from dashboard.ops.file_lock import flock_within
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 WRAPPER = Path(tw.__file__).resolve()
 LOCK_TIMEOUT_SECONDS = 10.0
 MAX_STOP_WAIT_SECONDS = 5.0
-SESSION_COLUMNS = ("id, status, origin, start_time, end_time, duration_seconds, exit_code, error_message, pid,"
+SESSION_COLUMNS = ("id, session_number, run_id, status, origin, start_time, end_time, duration_seconds, exit_code, error_message, pid,"
                    " command, output_path")
 
 
@@ -67,7 +68,7 @@ def command_argv(command: str) -> list[str]:
 
 def session_view(row) -> dict:
     """A training_sessions row as the API shows it (contract.TrainingSession)."""
-    return {"session_id": row["id"], "status": row["status"], "origin": row["origin"],
+    return {"session_id": row["session_number"], "status": row["status"], "origin": row["origin"],
             "started_at": row["start_time"], "ended_at": row["end_time"],
             "duration_seconds": row["duration_seconds"], "exit_code": row["exit_code"],
             "error_message": row["error_message"], "pid": row["pid"], "command": row["command"],
@@ -117,8 +118,9 @@ class TrainingController:
 
     @staticmethod
     def _row(conn: sqlite3.Connection, session_id: int):
-        return conn.execute(f"SELECT {SESSION_COLUMNS} FROM training_sessions WHERE id = ?",
-                            (session_id,)).fetchone()
+        """The dashboard session numbered `session_id` (the API's id), or None."""
+        return conn.execute(f"SELECT {SESSION_COLUMNS} FROM training_sessions WHERE session_number = ?"
+                            " AND origin = 'dashboard'", (session_id,)).fetchone()
 
     @staticmethod
     def _running_row(conn: sqlite3.Connection):
@@ -129,7 +131,7 @@ class TrainingController:
         """The session's run folder (from its output path, so a changed TRAINING_RUNS_DIR still finds it)."""
         if row["output_path"]:
             return Path(row["output_path"]).parent
-        return self.runs_dir / str(row["id"])
+        return self.runs_dir / str(row["session_number"])
 
     def _wrapper_alive(self, row) -> bool:
         info = tw.read_json(self.run_dir(row) / tw.WRAPPER_FILE)
@@ -155,11 +157,11 @@ class TrainingController:
             outcome = tw.read_json(run_dir / tw.EXIT_FILE)
             if outcome is None or outcome.get("status") not in ("completed", "failed", "stopped"):
                 outcome = self._lost(row, run_dir)
-            outcome["session_id"] = row["id"]
+            outcome["session_id"] = row["session_number"]
             with database.transaction(conn):
                 closed = tw.apply_outcome(conn, row["id"], outcome)
             if closed:
-                log.warning("training session %s reconciled as %s: %s", row["id"], outcome["status"],
+                log.warning("training session %s reconciled as %s: %s", row["session_number"], outcome["status"],
                             outcome.get("error_message"))
                 self._event(conn, lambda: tw.record_finish_event(conn, outcome))
 
@@ -171,7 +173,7 @@ class TrainingController:
             tw.signal_group(int(child["pgid"]), signal.SIGKILL)
             reason += f"; its orphaned process group {child['pgid']} was killed"
         stop = (run_dir / tw.STOP_FILE).exists()
-        outcome = {"session_id": row["id"], "status": "stopped" if stop else "failed", "exit_code": None,
+        outcome = {"session_id": row["session_number"], "status": "stopped" if stop else "failed", "exit_code": None,
                    "error_message": reason, "ended_at": utc_now(), "stop_requested": stop,
                    "killed": False, "lost": True}
         with contextlib.suppress(OSError):
@@ -234,9 +236,9 @@ class TrainingController:
             self.reconcile(conn)
             running = self._running_row(conn)
             if running is not None:
-                raise ApiError(409, f"training session {running['id']} is already running"
+                raise ApiError(409, f"training session {running['session_number']} is already running"
                                     f" (started {running['start_time']}); stop it first",
-                               extra={"session_id": running["id"]})
+                               extra={"session_id": running["session_number"]})
             if log_running and not force:
                 raise ApiError(409, "the orchestrator's log shows a training run in progress that the dashboard"
                                     " did not start; send {\"force\": true} if it is stale",
@@ -244,15 +246,13 @@ class TrainingController:
             started_at = utc_now()
             try:
                 with database.transaction(conn):
-                    session_id = conn.execute(
-                        "INSERT INTO training_sessions (start_time, status, origin, command)"
-                        " VALUES (?, 'running', 'dashboard', ?)", (started_at, self.command)).lastrowid
+                    row_id, session_id = self._insert_session(conn, started_at)
                     run_dir = self._prepare_run_dir(session_id)
                     output = run_dir / tw.OUTPUT_FILE
-                    proc = self._launch(session_id, run_dir, output)
+                    proc = self._launch(row_id, session_id, run_dir, output)
                     try:
                         conn.execute("UPDATE training_sessions SET pid = ?, output_path = ? WHERE id = ?",
-                                     (proc.pid, str(output), session_id))
+                                     (proc.pid, str(output), row_id))
                     except BaseException:
                         tw.signal_group(proc.pid, signal.SIGKILL)
                         raise
@@ -260,7 +260,7 @@ class TrainingController:
                 # idx_sessions_one_running: a running row appeared that this lock does not cover.
                 running = self._running_row(conn)
                 raise ApiError(409, "a training session is already running",
-                               extra={"session_id": running["id"] if running else None}) from None
+                               extra={"session_id": running["session_number"] if running else None}) from None
             except OSError as err:
                 raise ApiError(503, f"cannot launch the training command: {err}") from None
         self._event(conn, lambda: events.record_event(
@@ -269,6 +269,15 @@ class TrainingController:
         log.info("training session %s started (wrapper pid %s): %s", session_id, proc.pid, self.command)
         return {"session_id": session_id, "status": "running", "started_at": started_at}
 
+    def _insert_session(self, conn: sqlite3.Connection, started_at: str) -> tuple[int, int]:
+        """Record a new running dashboard session (in the caller's transaction): (row id, session number)."""
+        number = conn.execute("SELECT COALESCE(MAX(session_number), 0) + 1 FROM training_sessions").fetchone()[0]
+        row_id = conn.execute(
+            "INSERT INTO training_sessions (start_time, status, origin, command, session_number, run_id)"
+            " VALUES (?, 'running', 'dashboard', ?, ?, ?)",
+            (started_at, self.command, number, new_run_id(conn, started_at, None))).lastrowid
+        return row_id, number
+
     def _prepare_run_dir(self, session_id: int) -> Path:
         run_dir = self.runs_dir / str(session_id)
         if run_dir.exists():  # left by an older database with the same ids: keep it, out of the way
@@ -276,10 +285,10 @@ class TrainingController:
         run_dir.mkdir(parents=True)
         return run_dir
 
-    def _launch(self, session_id: int, run_dir: Path, output: Path) -> subprocess.Popen:
+    def _launch(self, row_id: int, session_id: int, run_dir: Path, output: Path) -> subprocess.Popen:
         """Start the wrapper in a new session (its stderr to wrapper.log) and reap it from a thread."""
         tw.write_json_atomic(run_dir / tw.SPEC_FILE, {
-            "session_id": session_id, "argv": self.argv, "cwd": str(self.cwd), "command": self.command,
+            "session_id": session_id, "row_id": row_id, "argv": self.argv, "cwd": str(self.cwd), "command": self.command,
             "database": str(self.db_path), "grace_seconds": self.grace, "output_path": str(output)})
         output.touch()
         with open(run_dir / "wrapper.log", "ab") as wrapper_log, stop_signals_blocked():
@@ -307,8 +316,8 @@ class TrainingController:
         if row is None:
             raise ApiError(409, "no training run is active")
         if row["origin"] != "dashboard":
-            raise ApiError(409, f"training session {row['id']} was not started by the dashboard; stop it where"
-                                " it was started", extra={"session_id": row["id"]})
+            raise ApiError(409, "the running training was not started by the dashboard; stop it where"
+                                " it was started", extra={"session_id": None})
         run_dir = self.run_dir(row)
         first = not (run_dir / tw.STOP_FILE).exists()
         with contextlib.suppress(OSError):
@@ -318,12 +327,12 @@ class TrainingController:
                 os.kill(row["pid"], signal.SIGTERM)
         if first:
             self._event(conn, lambda: events.record_event(
-                conn, "training_stop_requested", f"stop requested for training session {row['id']}",
-                source="training", metadata={"session_id": row["id"], "grace_seconds": self.grace}))
+                conn, "training_stop_requested", f"stop requested for training session {row['session_number']}",
+                source="training", metadata={"session_id": row["session_number"], "grace_seconds": self.grace}))
         deadline = time.monotonic() + min(self.grace + 1.0, MAX_STOP_WAIT_SECONDS)
         while True:
             self.reconcile(conn)
-            current = self._row(conn, row["id"])
+            current = self._row(conn, row["session_number"])
             if current["status"] != "running":
                 return session_view(current)
             if time.monotonic() >= deadline:

@@ -157,8 +157,8 @@ def describe_failure(exit_code: int, output: Path) -> str:
     return f"{reason}; last output: {last}" if last else reason
 
 
-def apply_outcome(conn: sqlite3.Connection, session_id: int, outcome: dict) -> bool:
-    """Close the session row with `outcome` if it is still running; True when this call closed it."""
+def apply_outcome(conn: sqlite3.Connection, row_id: int, outcome: dict) -> bool:
+    """Close the session's row (training_sessions.id `row_id`) with `outcome` if it is still running; True when this call closed it."""
     ended = outcome.get("ended_at") or utc_now()
     deadline = time.monotonic() + DB_RETRY_SECONDS
     from database import transaction  # here, not up front: see the imports above
@@ -170,7 +170,7 @@ def apply_outcome(conn: sqlite3.Connection, session_id: int, outcome: dict) -> b
             " ROUND((julianday(?) - julianday(start_time)) * 86400, 1))"
             " WHERE id = ? AND status = 'running'",
             (outcome["status"], outcome.get("exit_code"), outcome.get("error_message"), ended, ended,
-             session_id)).rowcount == 1
+             row_id)).rowcount == 1
 
     if conn.in_transaction:  # the caller's (the ingester's reconcile): it commits, and counts the commit
         return close_row()
@@ -202,7 +202,8 @@ def record_finish_event(conn: sqlite3.Connection, outcome: dict) -> None:
     event_type, severity, message = finish_event(outcome)
     metadata = {k: outcome.get(k) for k in ("session_id", "status", "exit_code", "killed", "lost")}
     events.record_event(conn, event_type, message, severity=severity, source="training", metadata=metadata,
-                        key=f"training-session-end:{outcome['session_id']}")
+                        # "number": the key's ids before migration 7 were row ids, which new numbers repeat
+                        key=f"training-session-end:number:{outcome['session_id']}")
 
 
 class Wrapper:
@@ -211,7 +212,8 @@ class Wrapper:
     def __init__(self, spec_path: Path):
         self.run_dir = spec_path.parent
         self.spec = json.loads(spec_path.read_text(encoding="utf-8"))
-        self.session_id = int(self.spec["session_id"])
+        self.session_id = int(self.spec["session_id"])  # the session's number (the API's session_id)
+        self.row_id = int(self.spec.get("row_id", self.session_id))  # its training_sessions row
         self.grace = float(self.spec.get("grace_seconds", 10))
         self.output = Path(self.spec.get("output_path") or self.run_dir / OUTPUT_FILE)
 
@@ -237,7 +239,7 @@ class Wrapper:
         while time.monotonic() < deadline:
             try:
                 row = conn.execute("SELECT pid, status FROM training_sessions WHERE id = ?",
-                                   (self.session_id,)).fetchone()
+                                   (self.row_id,)).fetchone()
             except sqlite3.OperationalError:
                 row = None
             if row is not None and row["pid"] == os.getpid():
@@ -326,7 +328,7 @@ class Wrapper:
         write_json_atomic(self.run_dir / EXIT_FILE, outcome)
         self.note(f"session ended: {status}" + (f", exit code {exit_code}" if exit_code is not None else ""))
         try:
-            if apply_outcome(conn, self.session_id, outcome):
+            if apply_outcome(conn, self.row_id, outcome):
                 record_finish_event(conn, outcome)
         except Exception as err:  # the file above still has the outcome; the dashboard reconciles from it
             print(f"{NOTE_PREFIX} could not record the outcome in the database: {err}", file=sys.stderr, flush=True)

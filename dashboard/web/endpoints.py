@@ -21,7 +21,7 @@ from urllib.parse import quote
 from dashboard.contract import (AgentDetail, AgentsHealth, AgentStatusRow, Alert, ApiStatus, ComparisonRow, EndpointInfo,
                       HealthHistory, LogEvent, MetricHistory, MetricsQuality, NewProject, Overview, Project,
                       ProjectSummary, QuickStats, StartTraining, SystemHealth, TrainingLogs, TrainingRun,
-                      TrainingSchedule, TrainingSession, TrainingStarted, TrainingStatus, Trends)
+                      TrainingRunRecord, TrainingSchedule, TrainingSession, TrainingStarted, TrainingStatus, Trends)
 from dashboard.web.queries import Days, EventPage, Export, Hours, Limit, ProjectPage, RecentLogs
 
 
@@ -89,6 +89,8 @@ TABLE: tuple[Endpoint, ...] = (
         "Whether a run is going, its phase, agent, progress and time left; last phase durations."),
     get("/api/training/history", "training_history", list[TrainingRun],
         "Runs of the last `days` days (1-365, default 7), newest first.", query=Days),
+    get("/api/training/runs/<run_id>", "training_run", TrainingRunRecord,
+        "One run by its `run_id` (from the history): phases, agents, errors, output tail, the run before it."),
     get("/api/training/schedule", "training_schedule", TrainingSchedule,
         "The cron schedule, its description, whether enabled, and the next run."),
     post("/api/training/start", "training_start", TrainingStarted,

@@ -221,11 +221,16 @@ def init_app(app: Flask) -> None:
     if ttl <= 0 and not cloud_cache:
         return  # nothing caches answers: nothing to tell the other workers
 
+    @app.before_request
+    def bump_with_the_write():
+        if request.method == "POST":
+            database.bump_with_the_requests_write(changed_by(request.path))
+
     @app.after_request
     def bump_on_post(response):
         if request.method == "POST" and 200 <= response.status_code < 300:
             try:
-                database.bump_generations(database.get_db(), changed_by(request.path))
+                database.commit_pending_generations()
             except (sqlite3.Error, database.DatabaseUnavailable) as err:  # the write itself succeeded
                 log.warning("cache generation not bumped (other workers catch up within their TTL): %s", err)
         return response

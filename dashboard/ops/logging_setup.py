@@ -1,0 +1,63 @@
+"""Logging for the app: the console and LOG_FILE, written by one thread per process so that a request
+never waits on the disk or the journal."""
+from __future__ import annotations
+
+import atexit
+import logging
+import logging.handlers
+import os
+import queue
+
+from flask import Flask
+
+_log_listener: logging.handlers.QueueListener | None = None
+
+
+def configure_logging(app: Flask) -> None:
+    """Log to the console and, when LOG_FILE is set, to that file (reopened after logrotate).
+
+    Requests only put records on a queue; one thread per process formats and writes them, so a
+    request never waits on the disk or the journal.
+    """
+    global _log_listener
+    root = logging.getLogger()
+    root.setLevel(app.config["LOG_LEVEL"])
+    formatter = logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if app.config.get("LOG_FILE"):
+        os.makedirs(os.path.dirname(app.config["LOG_FILE"]), exist_ok=True)
+        handlers.append(logging.handlers.WatchedFileHandler(app.config["LOG_FILE"], encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    if _log_listener is not None:
+        _log_listener.stop()
+    for handler in list(root.handlers):
+        if getattr(handler, "_dashboard", False):
+            root.removeHandler(handler)
+    records: queue.SimpleQueue = queue.SimpleQueue()
+    to_queue = logging.handlers.QueueHandler(records)
+    to_queue._dashboard = True
+    root.addHandler(to_queue)
+    _log_listener = logging.handlers.QueueListener(records, *handlers)
+    _log_listener.start()
+
+
+@atexit.register
+def _flush_logs() -> None:
+    if _log_listener is not None:
+        _log_listener.stop()
+
+
+def _listen_again_after_fork() -> None:
+    # The listener thread stays in the parent (gunicorn's master under --preload): a child needs its own.
+    global _log_listener
+    if _log_listener is not None:
+        records: queue.SimpleQueue = queue.SimpleQueue()
+        for handler in logging.getLogger().handlers:
+            if getattr(handler, "_dashboard", False):
+                handler.queue = records
+        _log_listener = logging.handlers.QueueListener(records, *_log_listener.handlers)
+        _log_listener.start()
+
+
+os.register_at_fork(after_in_child=_listen_again_after_fork)
