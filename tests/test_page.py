@@ -750,7 +750,7 @@ def test_an_agent_opens_its_quality_chart_and_config(failed_server, browser, tmp
 
 
 @needs_run_record
-def test_an_agent_in_a_runs_record_opens_its_chart(failed_server, browser):
+def test_an_agent_in_a_runs_record_opens_its_chart(failed_server, browser, tmp_path):
     open_page(browser, failed_server)
     _, runs = failed_server.get_json("/api/training/history?days=30")
     run = next(r for r in runs if r["status"] == "completed" and r.get("run_id") is not None)
@@ -760,6 +760,8 @@ def test_an_agent_in_a_runs_record_opens_its_chart(failed_server, browser):
     agents = [a["id"] for a in record["agents"] if a["id"]]
     assert agents, record
     agent_id = agents[0]
+    assert len(browser.find_elements(By.CSS_SELECTOR, '#run-record [data-field="agents"] tr[data-agent-id]')) == len(agents)
+    shot(browser, tmp_path / "run-record-completed-1280.png")
     browser.find_element(By.CSS_SELECTOR, f'#run-record [data-open-agent="{agent_id}"]').click()
     wait(browser).until(lambda d: (c := agent_chart(d)) and c["agent"] == agent_id)
     close_dialog(browser, "agent-detail")
