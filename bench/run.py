@@ -52,7 +52,7 @@ INGEST_TARGET_SECONDS, INGEST_RSS_TARGET_MB = 60, 150
 LOG_RATIO_TARGET = 1.5
 RSS_TARGET_MB = 120
 # The queries the dashboard page sends (static/js/dashboard.js); other endpoints use their defaults.
-QUERIES = {"/api/metrics/quality": "days=30", "/api/metrics/trends": "days=30",
+QUERIES = {"/api/metrics/quality": "days=30", "/api/metrics/trends": "days=30", "/api/training/history": "days=30",
            "/api/system/health/history": "hours=24"}
 SKIPPED = {"/api/stream": "Server-Sent Events: one long response, not a request rate",
            "/api/logs/export": "a download: timed apart below"}
