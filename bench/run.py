@@ -490,7 +490,8 @@ def report(res: dict) -> list[str]:
             cells.append(f"{m['rps']:.0f} | {m.get('p99_ms', float('nan')):.1f} | "
                          + (f"{bare:.0f} | " if results is res["endpoints"] else "")
                          + f"{ratio:.2f} | ≥ {target} | {m['result']} |")
-        shown = rule + (f"?{QUERIES[rule]}" if rule in QUERIES else "")  # the rule: ids vary per run
+        query = r.get("url", "").partition("?")[2]  # the query measured (the rule: ids vary per run)
+        shown = rule + (f"?{query}" if query else "")
         name = f"**`{shown}`** (polled)" if rule in POLLED else f"`{shown}`"
         lines.append(f"| {name} | " + " ".join(cells))
     fr = res["first_request"]
