@@ -93,6 +93,7 @@ def test_every_run_of_the_history_resolves_to_what_its_log_says(make_app, orches
         assert [a["id"] for a in body["agents"]] == expected["agents"], run
         assert [{k: e[k] for k in ("level", "message")} for e in body["errors"]] == expected["errors"], run
         assert body["output_tail"] is None
+        assert not [w for w in body["warnings"] if "none of its lines" in w]
         assert (body["previous"] or {}).get("run_id") == (runs[-index]["run_id"] if index else None)
         if run["status"] == "completed":
             assert {p["status"] for p in body["phases"]} == {"completed"} and len(body["phases"]) == 6
@@ -106,6 +107,20 @@ def test_every_run_of_the_history_resolves_to_what_its_log_says(make_app, orches
     assert [p["name"] for p in newest["phases"]] == ["harvesting", "validation"] and newest["agents"] == []
     changes = newest["previous"]["phase_duration_change"]
     assert changes["harvesting"] is not None and changes["validation"] is None  # it never completed validation
+
+
+def test_a_run_whose_log_lines_are_gone_says_why_its_phases_are_empty(make_app, orchestrator):
+    root = orchestrator()
+    app = make_app(root)
+    client = app.test_client()
+    ingest(app)  # the runs are recorded; then the logs rotate away
+    run_id = history(client)[-1]["run_id"]
+    assert record(client, run_id)["phases"]
+    for log in (root / "logs").glob("*.log"):
+        log.unlink()
+    body = record(client, run_id)
+    assert (body["run_id"], body["phases"], body["agents"], body["errors"]) == (run_id, [], [], [])
+    assert [w for w in body["warnings"] if run_id in w and "none of its lines are in the run logs" in w]
 
 
 def test_run_ids_are_the_same_after_a_restart_and_a_reingest_into_a_new_database(make_app, orchestrator, tmp_path):

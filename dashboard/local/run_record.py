@@ -166,6 +166,9 @@ def record(s: OrchestratorState, run: dict, previous: Optional[dict], session: O
     """The record of `run` (a history row); `previous` is the history row before it, if any; `session`
     the dashboard session that started it (TrainingController.session), if any."""
     events = run_events(s, run)
+    if not events:
+        s.warnings.append(f"run {run['run_id']}: none of its lines are in the run logs (rotated away, or the run "
+                          "never logged): its phases, agents and errors are not known")
     phases = phases_of(s, events, run["status"])
     data = {k: run[k] for k in ("run_id", "origin", "session_id", "status", "started_at", "finished_at",
                                 "duration_seconds", "overall_quality", "quality_change_percent")}
