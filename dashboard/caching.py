@@ -5,7 +5,8 @@ Values are kept by key within a budget: a number of entries, or bytes as `sizeof
 least recently used go first. Each value may live `ttl` seconds, and each is kept with a token (a file's
 identity, a database version, a cache generation): it is served only while the caller's token is the same.
 One computation per key runs at a time: the other callers of that key wait for it and take its value, or,
-with `stale`, take at once the value that has only expired.
+with `stale`, take at once the value that has only expired. A value asked for often can be computed again
+in the background shortly before it expires (refresh_in_background), so no caller waits for it.
 
 Storage, the budget and expiry are cachetools' TLRUCache (a size-aware LRU with a drop time per item; small,
 pure Python, maintained since 2014). What cachetools leaves to its users is here: one lock around the store,
@@ -15,6 +16,7 @@ which give up the GIL: a lock held across them queues every thread), and a lock 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 import time
@@ -122,6 +124,39 @@ class Cache:
             if keep(value):
                 self.put(key, value, current)
             return value
+
+    def expires_within(self, key: Hashable, seconds: float) -> bool:
+        """Whether a value is kept under key that has not expired but will within `seconds`."""
+        entry = self.entry(key)
+        now = self._timer()
+        return entry is not None and now < entry.expires <= now + seconds
+
+    def refresh_in_background(self, key: Hashable, compute: Callable[[], Any], token: Callable[[], Hashable],
+                              submit: Callable[[Callable[[], None]], Any], *,
+                              keep: Callable[[Any], bool] = lambda value: True) -> bool:
+        """Have `submit` (an executor's) compute key's value again and keep it, unless key is being computed
+        already; the kept value is served meanwhile. Whether a computation was submitted."""
+        lock = self.claim(key)
+        if not lock.acquire(blocking=False):
+            self.release(key)
+            return False
+
+        def recompute() -> None:
+            try:
+                current = token()
+                value = compute()
+                if keep(value):
+                    self.put(key, value, current)
+            except Exception:  # noqa: BLE001 - the value kept stays until it expires; a caller computes then
+                logging.getLogger(__name__).exception("background refresh of %r failed", key)
+            finally:
+                self.release(key, lock)
+        try:
+            submit(recompute)
+        except RuntimeError:  # the executor is shutting down
+            self.release(key, lock)
+            return False
+        return True
 
     @contextlib.contextmanager
     def computing(self, key: Hashable, blocking: bool = True) -> Iterator[bool]:

@@ -310,14 +310,45 @@ def test_polled_answers_are_cached_briefly_and_a_post_clears_its_areas(make_app,
     assert client.get("/api/dashboard/overview").get_json()["agents_trained"] == 99  # training touches it
     result["agents_trained"] = 98
     path.write_text(json.dumps(result))
-    clock.advance(0.4)
+    clock.advance(0.3)
     assert client.get("/api/dashboard/overview").get_json()["agents_trained"] == 99  # not yet expired
-    clock.advance(0.2)
+    clock.advance(0.3)
     assert client.get("/api/dashboard/overview").get_json()["agents_trained"] == 98  # expired
     # Errors are never cached, and cached answers still revalidate with their ETag.
     assert client.get("/api/agents/nope").status_code == 404
     etag = client.get("/api/dashboard/overview").headers["ETag"]
     assert client.get("/api/dashboard/overview", headers={"If-None-Match": etag}).status_code == 304
+
+
+def test_a_polled_answer_is_recomputed_before_it_expires_without_a_poller_waiting(make_app, orchestrator,
+                                                                                   monkeypatch):
+    clock = StepClock()
+    monkeypatch.setattr(response_cache, "time", clock)
+    root = orchestrator()
+    app = make_app(root, RESPONSE_CACHE_SECONDS=1)
+    client, cache = app.test_client(), app.extensions["response_cache"]
+    path = root / "holistic_training_result.json"
+    result = json.loads(path.read_text())
+
+    def trained(value=None):
+        if value is not None:
+            result["agents_trained"] = value
+            path.write_text(json.dumps(result))
+        return client.get("/api/dashboard/overview").get_json()["agents_trained"]
+
+    def kept():
+        answer = cache.get(("/api/dashboard/overview", (), ""))
+        return json.loads(answer.body)["agents_trained"]
+    first = trained()
+    clock.advance(0.5)
+    assert trained(97) == first  # early in its life: served as it is
+    clock.advance(0.3)
+    assert trained() == first  # its last quarter: still served as it is, and recomputed meanwhile
+    poll(kept, lambda value: value == 97)  # the background recomputation
+    clock.advance(0.5)  # past the first answer's expiry, within the recomputed one's
+    assert trained(96) == 97  # the recomputed answer, served without computing
+    clock.advance(1.1)  # nobody asked in the last quarter: expired, computed on the request
+    assert trained() == 96
 
 
 def test_cached_answers_keep_each_origins_cors_headers_and_revalidate(make_app, orchestrator):

@@ -27,6 +27,7 @@ REQUESTS = Counter("dashboard_http_requests_total", "HTTP requests answered", ["
 LATENCY = Histogram("dashboard_http_request_duration_seconds", "Time to answer an HTTP request",
                     ["endpoint", "method"], buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
 ENDPOINT_KEY = "dashboard.endpoint"  # WSGI environ key: the route rule that answered
+REFRESH_KEY = "dashboard.refresh"  # WSGI environ key: the response cache's own recomputation, not a request
 
 
 def record_request(method: str, path: str, endpoint: str, status: int, elapsed: float) -> None:
@@ -48,6 +49,8 @@ def observe_requests(app: Flask) -> None:
         elapsed = time.perf_counter() - g.get("request_started", time.perf_counter())
         endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
         request.environ[ENDPOINT_KEY] = endpoint  # the label of this path's answers replayed from the cache
+        if request.environ.get(REFRESH_KEY):
+            return response
         record_request(request.method, request.path, endpoint, response.status_code, elapsed)
         if response.status_code >= 500 and request.path.startswith("/api/"):
             body = response.get_json(silent=True) if response.is_json else None

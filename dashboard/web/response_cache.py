@@ -15,12 +15,19 @@ next read on any worker computes afresh; a POST in this process also forgets tho
 once, whatever its outcome. When an answer has only expired, one request recomputes it while others get
 the previous one; after a write, nobody gets the previous one. When the generation cannot be read, the
 TTL alone bounds an answer's age, as it does for changes that are not API writes (the orchestrator's files).
+
+An answer asked for in the last quarter of its life is computed again in the background (one thread per
+worker), and the kept one is served meanwhile: a polled answer stays fresh without a poller ever waiting
+for its computation (under load those waits were the slowest 1% of answers). Nothing older than the TTL
+is served.
 """
 from __future__ import annotations
 
+import io
 import logging
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, NamedTuple, Optional
 from urllib.parse import parse_qsl
 
@@ -41,6 +48,7 @@ ALSO_CACHED = frozenset({"/healthz"})  # liveness: a replay shows the worker ans
 ENTRY_BYTES = 512  # charged for every answer besides its body and headers: key, tuple, ETag
 PATHS_REMEMBERED = 4096  # paths whose endpoint's query parameters are remembered (then forgotten at once)
 NOT_IN_304 = frozenset({"content-type", "content-length"})
+REFRESH_BEFORE = 0.25  # of the TTL: a hit this close to its answer's expiry recomputes it in the background
 
 
 class Answer(NamedTuple):
@@ -68,6 +76,8 @@ class ResponseCache:
         # The clock is looked up at each call: tests step this module's `time`.
         self.answers = caching.Cache(max_bytes, sizeof=lambda answer: answer.cost, ttl=ttl,
                                      timer=lambda: time.monotonic())
+        # Its thread starts at the first refresh, in the worker (never in a --preload master).
+        self.refresher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="answer-refresh")
 
     def __len__(self) -> int:
         return len(self.answers)
@@ -112,15 +122,24 @@ class CachedAnswers:
             ran.append(self._run(environ))
             return ran[0]
         # stale: while another request recomputes an answer that has only expired, the last one will do.
-        answer = self.cache.answers.get_or_compute(key, run, lambda: self.generation(key[0]), stale=True,
-                                                   keep=lambda result: isinstance(result, Answer))
+        generation = lambda: self.generation(key[0])  # noqa: E731
+        answer = self.cache.answers.get_or_compute(key, run, generation, stale=True, keep=is_answer)
         if not ran:  # kept, or computed by another request
+            self._refresh_if_due(key, environ, generation)
             return self._replay(answer, environ, start_response, started)
         if not isinstance(answer, Answer):
             status, headers, body = answer
             start_response(status, headers)
             return [body]
         return self._answer(answer, environ, start_response)
+
+    def _refresh_if_due(self, key: tuple, environ: dict, generation: Callable[[], Optional[int]]) -> None:
+        answers = self.cache.answers
+        if answers.expires_within(key, self.cache.ttl * REFRESH_BEFORE):
+            detached = {name: value for name, value in environ.items() if not name.startswith("gunicorn.")}
+            detached.update({"wsgi.input": io.BytesIO(b""), "CONTENT_LENGTH": "0", monitoring.REFRESH_KEY: True})
+            answers.refresh_in_background(key, lambda: self._run(detached), generation,
+                                          self.cache.refresher.submit, keep=is_answer)
 
     def _key(self, environ: dict) -> Optional[tuple]:
         path = environ.get("PATH_INFO", "")
@@ -183,6 +202,11 @@ class CachedAnswers:
             return []
         start_response("200 OK", entry.headers)
         return [entry.body]
+
+
+def is_answer(result) -> bool:
+    """Whether what _run() gave is an answer to keep (a 200 JSON one)."""
+    return isinstance(result, Answer)
 
 
 def changed_by(post_path: str) -> tuple[str, ...]:
