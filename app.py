@@ -12,6 +12,7 @@ import database
 from dashboard.config import PROJECT_DIR, load_config
 from dashboard.ops.ingester import Ingester
 from dashboard.ops import startup
+from dashboard.ops.instance_lock import StateFolderInUse
 from dashboard.ops.logging_setup import configure_logging
 from dashboard.ops.sampler import Sampler
 from dashboard.web import auth, endpoints, errors, hardening, monitoring, response_cache, routes, validation
@@ -86,7 +87,10 @@ def __getattr__(name: str):
 
 
 if __name__ == "__main__":
-    server = create_app()
+    try:
+        server = create_app()
+    except StateFolderInUse as refusal:
+        raise SystemExit(f"refusing to start: {refusal}") from None
     debug = server.config["DEBUG"] and server.config["HOST"] in ("127.0.0.1", "localhost", "::1")
     if server.config["DEBUG"] and not debug:
         log.warning("DEBUG ignored: the debugger is only allowed on a loopback HOST")
