@@ -84,7 +84,7 @@ def claim(config: dict) -> Claim:
         made = Claim(path, fd, True, "free")
     else:
         holder = _read_record(fd)
-        inherited = _inherited_fd(path, holder)
+        inherited = _inherited_fd(path, holder) if holder.get("fd") != fd else None
         if inherited is not None:
             os.close(fd)
             made = Claim(path, inherited, False, "inherited")
