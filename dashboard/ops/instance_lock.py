@@ -104,8 +104,8 @@ def claim(config: dict) -> Claim:
 
 def keep_across_exec() -> None:
     """Let the held locks survive an exec (gunicorn's USR2 re-exec: the new master inherits them)."""
-    for held in _claims.values():
-        os.set_inheritable(held.fd, True)
+    for claimed in _claims.values():
+        os.set_inheritable(claimed.fd, True)
 
 
 def _try_lock(fd: int) -> bool:
