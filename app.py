@@ -11,6 +11,8 @@ from flask import Flask
 import database
 from dashboard.config import PROJECT_DIR, load_config
 from dashboard.ops.ingester import Ingester
+from dashboard.ops import startup
+from dashboard.ops.instance_lock import StateFolderInUse
 from dashboard.ops.logging_setup import configure_logging
 from dashboard.ops.sampler import Sampler
 from dashboard.web import auth, endpoints, errors, hardening, monitoring, response_cache, routes, validation
@@ -37,6 +39,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_mapping(settings)
     app.json.sort_keys = False
     configure_logging(app)
+    if test_config is None:
+        # One instance per state folder. Under gunicorn the master has claimed it (on_starting) and this
+        # worker, forked from it, shares that claim; `python app.py` and `flask run` claim it here.
+        startup.start_instance(settings, log)
     database.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
@@ -81,7 +87,10 @@ def __getattr__(name: str):
 
 
 if __name__ == "__main__":
-    server = create_app()
+    try:
+        server = create_app()
+    except StateFolderInUse as refusal:
+        raise SystemExit(f"refusing to start: {refusal}") from None
     debug = server.config["DEBUG"] and server.config["HOST"] in ("127.0.0.1", "localhost", "::1")
     if server.config["DEBUG"] and not debug:
         log.warning("DEBUG ignored: the debugger is only allowed on a loopback HOST")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
-from dashboard.ops import malloc_tuning
+from dashboard.ops import instance_lock, malloc_tuning, startup
 from dashboard.config import PROJECT_DIR, load_config
 
 load_dotenv(PROJECT_DIR / ".env")
@@ -38,20 +38,37 @@ preload_app = False
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 
+# The state folder (DATABASE_PATH's) holds everything of this instance: one instance per folder (on_starting).
+_state_dir = instance_lock.state_folder(_settings)
 # Prometheus multiprocess mode: each worker writes its counters here; /metrics sums them.
 # Must be in the environment before any worker imports prometheus_client.
-_metrics_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-                    or Path(_settings["DATABASE_PATH"]).parent / "prometheus")
+_metrics_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or _state_dir / "prometheus")
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+# gunicorn's control socket (gunicornc -s <path>), one per instance: gunicorn's default is one path for
+# every server of the user ($XDG_RUNTIME_DIR/gunicorn.ctl), which the first to stop removes for all.
+control_socket = str(_state_dir / "gunicorn.ctl")
 
 # Set in the master, inherited by every worker it forks: freed parse buffers go back to the system.
 malloc_tuning.keep_heap_small()
 
 
 def on_starting(server):
-    """Start every server with empty metric files (counters restart with the process, as Prometheus expects)."""
-    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    """Claim the state folder for this instance (or stop, naming the instance that has it), and start
+    with empty metric files (counters restart with the process, as Prometheus expects) when this start
+    took the folder fresh: a re-exec (USR2) or a restart whose predecessor still runs keeps them."""
+    try:
+        claim = startup.start_instance(_settings, server.log)
+    except instance_lock.StateFolderInUse as err:
+        server.log.error("refusing to start: %s", err)
+        sys.exit(1)
+    if claim.fresh:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
     _metrics_dir.mkdir(parents=True, exist_ok=True)
+
+
+def pre_exec(server):
+    """USR2: the new master inherits this instance's state lock across the exec."""
+    instance_lock.keep_across_exec()
 
 
 def post_fork(server, worker):

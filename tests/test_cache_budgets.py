@@ -68,9 +68,12 @@ def test_cache_busters_and_unknown_parameters_map_to_one_cached_answer(make_app,
     client = app.test_client()
     cache = app.extensions["response_cache"]
     first = client.get("/api/metrics/quality?days=30")
-    for query in [f"days=30&bust={n}" for n in range(20)] + ["_=1733150000000&days=30", "days=30&days=5"]:
+    for query in [f"days=30&bust={n}" for n in range(20)] + ["_=1733150000000&days=30", "days=30&_=1&_=2"]:
         response = client.get(f"/api/metrics/quality?{query}")
         assert response.status_code == 200 and response.data == first.data  # never a 400 for `_=`
+    assert len(cache) == 1
+    # `days` given twice is a 400 naming it, never the kept answer of days=30, and is not kept itself.
+    assert client.get("/api/metrics/quality?days=30&days=5").get_json()["error"].startswith("days must be given")
     assert len(cache) == 1
     assert client.get("/api/metrics/quality?days=7&_=2").get_json()["timestamps"] != first.get_json()["timestamps"]
     for n in range(5):

@@ -1,4 +1,5 @@
-"""CORS for /api/: the browsers of CORS_ORIGINS (exact strings) may call it; never credentials, never others."""
+"""CORS for /api/: the browsers of CORS_ORIGINS (exact strings) may call it; never credentials, never others.
+A request without `Origin` (not a cross-origin browser call: curl, the page itself) gets no CORS headers."""
 from __future__ import annotations
 
 from flask import Flask, request
@@ -24,4 +25,5 @@ def enable_cors(app: Flask) -> None:
                     del response.headers[header]
             return response
     CORS(app, resources={r"/api/*": {"origins": "*" if "*" in origins else origins}},
-         methods=["GET", "POST", "OPTIONS"], supports_credentials=False, expose_headers=["X-Data-Warnings", "Content-Disposition"], max_age=600)
+         methods=["GET", "POST", "OPTIONS"], supports_credentials=False, always_send=False,
+         expose_headers=["X-Data-Warnings", "Content-Disposition"], max_age=600)

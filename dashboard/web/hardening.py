@@ -14,7 +14,7 @@ from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import database
-from dashboard.web.errors import ApiError
+from dashboard.web.errors import MAX_PATH_SHOWN, ApiError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,16 @@ def security_headers(response):
     if not request.path.startswith("/static/"):
         headers.setdefault("Cache-Control", "no-store")
     return response
+
+
+def refuse_leading_double_slash():
+    """A before_request hook: a path that starts with `//` is a 404 (Werkzeug's routing strips leading
+    slashes, so `//api/status` would otherwise be /api/status)."""
+    path = request.environ.get("PATH_INFO", "")
+    if path.startswith("//"):
+        request.url_rule = None  # no route answered: counted as "unmatched" in /metrics
+        shown = path if len(path) <= MAX_PATH_SHOWN else path[:MAX_PATH_SHOWN] + "..."
+        raise ApiError(404, f"no such endpoint: {shown}")
 
 
 def revalidate_json(response):
@@ -93,7 +103,8 @@ def trust_proxy(app: Flask) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Install the headers, ETag and rate-limit hooks."""
+    """Install the `//` refusal, the headers, ETag and rate-limit hooks."""
+    app.before_request_funcs.setdefault(None, []).insert(0, refuse_leading_double_slash)  # before any other
     app.before_request(rate_limit_posts(app))
     app.after_request(revalidate_json)
     app.after_request(security_headers)  # registered last, so it runs first: later hooks see the headers

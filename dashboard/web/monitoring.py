@@ -46,7 +46,8 @@ def observe_requests(app: Flask) -> None:
 
     @app.after_request
     def record(response):
-        elapsed = time.perf_counter() - g.get("request_started", time.perf_counter())
+        now = time.perf_counter()
+        elapsed = now - g.get("request_started", now)  # 0 when a hook refused the request before the clock
         endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
         request.environ[ENDPOINT_KEY] = endpoint  # the label of this path's answers replayed from the cache
         if request.environ.get(REFRESH_KEY):

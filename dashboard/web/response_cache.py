@@ -151,17 +151,16 @@ class CachedAnswers:
         return path, self._query(path, environ.get("QUERY_STRING", "")), environ.get("HTTP_ORIGIN", "")
 
     def _query(self, path: str, query: str) -> tuple:
-        """((name, value), ...) of the parameters the endpoint reads, as it reads them (the first value)."""
+        """((name, value), ...) of the parameters the endpoint reads, each occurrence (a repeated one is
+        a 400, never the answer of its first value)."""
         if not query:
             return ()
         names = self.params_of(path)
         if not names:
             return ()
-        first: dict[str, str] = {}
-        for name, value in parse_qsl(query, keep_blank_values=True, errors="werkzeug.url_quote"):
-            if name in names:
-                first.setdefault(name, value)
-        return tuple(sorted(first.items()))
+        read = [(name, value) for name, value in parse_qsl(query, keep_blank_values=True, errors="werkzeug.url_quote")
+                if name in names]
+        return tuple(sorted(read))
 
     def _run(self, environ: dict):
         """Run the app without the conditional header (so a 200 can be kept): the Answer of a 200 JSON

@@ -2,7 +2,8 @@
 
 An endpoint's query parameters are a pydantic model (queries.py) named in its row (endpoints.py): the
 response cache keys its answers by that model's fields alone, so a parameter nobody reads (a browser's
-`_=` cache-buster) is ignored, never a 400. read_query applies the checks below to each field.
+`_=` cache-buster) is ignored, never a 400, even repeated. read_query applies the checks below to each
+field; a field given more than once (`days=7&days=8`) is a 400 naming it, whatever the values.
 """
 from __future__ import annotations
 
@@ -53,9 +54,12 @@ def field_spec(field: FieldInfo) -> IntSpec | ChoiceSpec:
 
 
 def read_query(model: type[BaseModel], args) -> BaseModel:
-    """`model` filled from the query string `args` (first values), each field checked; 400 naming the first bad one."""
+    """`model` filled from the query string `args` (a MultiDict), each field given at most once and
+    checked; 400 naming the first bad one."""
     values = {}
     for name, field in model.model_fields.items():
+        if len(args.getlist(name)) > 1:
+            raise ApiError(400, f"{name} must be given at most once, got {len(args.getlist(name))} values", name)
         spec, raw = field_spec(field), args.get(name)
         if isinstance(spec, IntSpec):
             values[name] = check_int(name, raw, *spec)
