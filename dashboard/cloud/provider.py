@@ -26,6 +26,9 @@ from dashboard.web.endpoints import Endpoint
 from dashboard.web.errors import ApiError
 
 _SHAPES: dict[object, TypeAdapter] = {}
+# Fields of the contract that describe the upstream's machine (a session's wrapper pid, command line and
+# output file): the proxy answers them as null.
+UPSTREAM_LOCAL = frozenset({"pid", "command", "output_path"})
 
 
 def check_upstream_shape(shape: object, body) -> None:
@@ -131,7 +134,9 @@ class CloudDataProvider(DataProvider):
             raise ApiError(err.status, self.client.redact(err.message)) from None
         if isinstance(body, dict):
             warnings = body.get("warnings", [])
-            return answer.status, {k: v for k, v in body.items() if k != "warnings"}, warnings
+            # The upstream's own processes and files mean nothing here and say too much: never passed on.
+            return answer.status, {k: (None if k in UPSTREAM_LOCAL else v) for k, v in body.items()
+                                   if k != "warnings"}, warnings
         return answer.status, body, self._header_warnings(answer.headers.get("X-Data-Warnings"))
 
     @staticmethod
@@ -145,6 +150,11 @@ class CloudDataProvider(DataProvider):
         return warnings if _strings(warnings) else ["upstream X-Data-Warnings header is not a JSON list of strings"]
 
     # --- methods of their own ---
+
+    def system_audit(self, limit: int) -> Answer:
+        """The writes made through this proxy, from its own database (the upstream audits the proxy's key)."""
+        data, warnings = DataProvider.system_audit(self, limit)
+        return Answer(data, warnings, 200)
 
     def export_logs(self, days: int) -> Iterator[dict]:
         """Streams the upstream's ndjson export line by line (never held in memory, never cached).
