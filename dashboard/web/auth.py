@@ -23,7 +23,7 @@ from werkzeug.routing import RequestRedirect
 import database
 from dashboard.cloud.client import check_key
 from dashboard.store import api_keys
-from dashboard.web import endpoints
+from dashboard.web import endpoints, keys_cli
 from dashboard.web.errors import error_response
 
 log = logging.getLogger(__name__)
@@ -194,6 +194,7 @@ def init_app(app: Flask) -> None:
     """Install the scope check before every request (after database.init_app: the keys are in its tables)."""
     ring = api_keys.KeyRing(app.config["DATABASE_PATH"], app.config.get("API_KEY_LAST_USED_SECONDS", 60))
     gate = app.extensions["auth_gate"] = Gate(app.config, ring)
+    app.cli.add_command(keys_cli.keys)
     _announce(app, gate)
 
     @app.before_request
