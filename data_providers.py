@@ -94,12 +94,10 @@ class DataProvider(ABC):
     def system_alerts(self) -> Payload:
         """GET /api/system/alerts (list of contract.Alert)."""
 
+    @abstractmethod
     def system_audit(self, limit: int) -> Payload:
         """GET /api/system/audit (list of contract.AuditEntry): this instance's own writes, from its database
         (a cloud proxy lists the writes made through it, not the upstream's)."""
-        from dashboard.store import audit
-        import database
-        return Payload(audit.entries(database.get_db(), limit), [])
 
     @abstractmethod
     def training_logs(self, limit: int, offset: int) -> Payload:

@@ -435,6 +435,7 @@ RESPONSES = {
     "recent_logs": list[LogEvent],
     "system_errors": list[LogEvent],
     "system_alerts": list[Alert],
+    "system_audit": list[AuditEntry],
     "training_logs": TrainingLogs,
     "storyboard_projects": list[ProjectSummary],
     "storyboard_project": Project,

@@ -259,6 +259,7 @@ def upstream_and_proxy(root: Path, tmp_path: Path) -> tuple[Gunicorn, Gunicorn]:
                         GUNICORN_THREADS="4", RESPONSE_CACHE_SECONDS="60", **SPREAD, **NO_PROXY)
     proxy = Gunicorn(tmp_path / "absent", tmp_path / "proxy", unset=INHERITED, ENVIRONMENT="cloud",
                      CLOUD_API_URL=upstream.base, CLOUD_API_KEY=KEY, CLOUD_ALLOW_INSECURE_HTTP="true",
+                     CLOUD_ALLOW_ANONYMOUS_WRITES="true",
                      CLOUD_CACHE_SECONDS="600", RESPONSE_CACHE_SECONDS="60", GUNICORN_WORKERS="2",
                      GUNICORN_THREADS="4", **SPREAD, **NO_PROXY)
     return upstream, proxy

@@ -19,6 +19,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from dashboard.cloud import cache as cloud_cache
 from dashboard.cloud import client as cloud_client
 import database
+from dashboard.store import audit
 from dashboard.web import endpoints
 from dashboard.contract import Answer, LogEvent
 from data_providers import DataProvider
@@ -153,8 +154,7 @@ class CloudDataProvider(DataProvider):
 
     def system_audit(self, limit: int) -> Answer:
         """The writes made through this proxy, from its own database (the upstream audits the proxy's key)."""
-        data, warnings = DataProvider.system_audit(self, limit)
-        return Answer(data, warnings, 200)
+        return Answer(audit.entries(database.get_db(), limit), [], 200)
 
     def export_logs(self, days: int) -> Iterator[dict]:
         """Streams the upstream's ndjson export line by line (never held in memory, never cached).

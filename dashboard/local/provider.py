@@ -14,7 +14,7 @@ from dashboard.local import alert_rules
 from dashboard import caching
 import data_loader
 import database
-from dashboard.store import events
+from dashboard.store import audit, events
 from dashboard.ops import host_health as health
 from dashboard.store import history_reads
 from dashboard.store import history_store
@@ -438,6 +438,9 @@ class LocalDataProvider(DataProvider):
         # Kept with the files' view, which lives only while the database is unchanged too.
         return s.memo(("merged_events", limit, levels),
                       lambda: log_views.merged(log_views.newest_file_events(s, limit, levels), stored, limit))
+
+    def system_audit(self, limit: int) -> Payload:
+        return Payload(audit.entries(database.get_db(), limit), [])
 
     def system_alerts(self) -> Payload:
         s = self.state()
