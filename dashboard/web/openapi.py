@@ -101,6 +101,8 @@ ERRORS = {
     304: "Not Modified: the `If-None-Match` ETag matches (no body)",
     400: "A bad query parameter, path id or body; the message names it",
     401: "Missing or wrong API key (`Authorization: Bearer <API_KEY>`)",
+    403: "The key lacks the scope this needs (the message names it); a cloud proxy without keys of its own"
+         " refuses writes (docs/access.md)",
     404: "Unknown id",
     405: "A path id that is the route beside it (e.g. `create`): that route's methods only (`Allow`)",
     409: "A training conflict: a run is going (`session_id` the running session, null when the dashboard did not "
@@ -212,6 +214,8 @@ def _errors(row: Endpoint | None, method: str, path: str, params: list[dict], js
         codes.add(400)
     if keyed:
         codes.add(401)
+    if row is not None and row.scope in ("operate", "admin"):  # a key without the scope; a proxy without keys
+        codes.add(403)
     if any(p["in"] == "path" for p in params):
         codes.add(404)
     if any("not" in p["schema"] for p in params if p["in"] == "path"):
