@@ -74,7 +74,7 @@ def scope_of(row: Optional[endpoints.Endpoint], method: str, path: str) -> str:
 class Decision(NamedTuple):
     status: int  # 0: let through; else 401 or 403
     message: str
-    caller: Optional[str]  # the key's name, ANONYMOUS while no key exists, or None (not checked, or refused)
+    caller: Optional[str]  # the valid key's name (also on a 403), ANONYMOUS while no key exists, else None
 
 
 class Gate:
@@ -114,7 +114,7 @@ class Gate:
             return Decision(401, "invalid API key (unknown, expired or revoked)", None)
         if not api_keys.allows(key.scope, scope):
             return Decision(403, f"this needs a key with the {scope} scope; the key {key.name} has the"
-                                 f" {key.scope} scope", None)
+                                 f" {key.scope} scope", key.name)
         return Decision(0, "", key.name)
 
 
