@@ -37,6 +37,7 @@ RESERVED_NAMES = ("API_KEY", "anonymous")
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _DUMMY_SALT = secrets.token_bytes(16)
 _DUMMY_HASH = hashlib.sha256(_DUMMY_SALT + b"no such key").digest()
+_DUMMY_ROW = ("", "", _DUMMY_SALT, _DUMMY_HASH, "read", None, None)
 
 
 class Key(NamedTuple):
@@ -58,10 +59,10 @@ def digest(salt: bytes, key: str) -> bytes:
 
 def key_id_of(key: str) -> Optional[str]:
     """The public key id of a key of our form, else None."""
-    if not key.startswith(PREFIX) or len(key) < len(PREFIX) + KEY_ID_CHARS + 2:
-        return None
-    key_id = key[len(PREFIX):len(PREFIX) + KEY_ID_CHARS]
-    return key_id if key[len(PREFIX) + KEY_ID_CHARS] == "_" else None
+    end = len(PREFIX) + KEY_ID_CHARS
+    # every test made, whichever fails (`&`, not `and`): the time does not tell which part is wrong
+    well_formed = (key[:len(PREFIX)] == PREFIX) & (len(key) >= end + 2) & (key[end:end + 1] == "_")
+    return key[len(PREFIX):end] if well_formed else None
 
 
 def create(conn: sqlite3.Connection, name: str, scope: str, expires_days: Optional[float] = None) -> str:
@@ -155,12 +156,14 @@ class KeyRing:
     def check(self, key: str) -> Optional[Key]:
         """The active key `key` is (its name and scope), else None; constant time in the key's secret."""
         rows, _ = self._rows()
-        row = rows.get(key_id_of(key) or "")
-        salt, expected = (row[2], row[3]) if row is not None else (_DUMMY_SALT, _DUMMY_HASH)
+        # The same steps whether the key's form or id is wrong or only its secret: a dummy row stands in.
+        well_formed = key_id_of(key) is not None
+        found = rows.get(key[len(PREFIX):len(PREFIX) + KEY_ID_CHARS])
+        row = found if (found is not None) & well_formed else _DUMMY_ROW
+        name, _, salt, expected, scope, expires_at, revoked_at = row
         matches = hmac.compare_digest(digest(salt, key), expected)
-        if row is None or not matches:
+        if not matches or row is _DUMMY_ROW:
             return None
-        name, _, _, _, scope, expires_at, revoked_at = row
         if revoked_at is not None or (expires_at is not None and expires_at <= utc_now()):
             return None
         self.note_use(name)
