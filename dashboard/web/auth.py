@@ -28,7 +28,6 @@ from dashboard.web.errors import error_response
 
 log = logging.getLogger(__name__)
 
-OPEN_READS = frozenset({"/api/status"})
 READ_METHODS = frozenset({"GET", "HEAD"})
 ANONYMOUS = "anonymous"
 PROXY_NEEDS_KEYS = ("this cloud proxy takes no writes until it has API keys of its own: set API_KEY or run"
@@ -55,11 +54,11 @@ def unauthorized(message: str, challenge: str):
     return response
 
 
-def key_required(config, method: str, path: str) -> bool:
-    """Whether API_KEY guards `method` on `path` (what the OpenAPI document states; named keys aside)."""
-    if not config.get("API_KEY") or not (path == "/api" or path.startswith("/api/")) or method == "OPTIONS":
+def key_required(config, scope: str, method: str = "GET") -> bool:
+    """Whether API_KEY guards a route of `scope` (what the OpenAPI document states; named keys aside)."""
+    if not config.get("API_KEY") or scope == "open" or method == "OPTIONS":
         return False
-    return method not in READ_METHODS or (bool(config.get("REQUIRE_AUTH_FOR_READS")) and path not in OPEN_READS)
+    return scope != "read" or bool(config.get("REQUIRE_AUTH_FOR_READS"))
 
 
 def scope_of(row: Optional[endpoints.Endpoint], method: str, path: str) -> str:

@@ -250,7 +250,8 @@ def _operation(rule, row: Endpoint | None, method: str, app) -> dict:
     if row is not None and row.body is not None and method == "post":
         operation["requestBody"] = {"required": row.body_required, "content": {
             "application/json": {"schema": schemas[row.body]}}}
-    keyed = auth.key_required(app.config, method.upper(), path)  # never without API_KEY: then nothing needs a key
+    # never without API_KEY: named keys come and go while the document is generated once
+    keyed = auth.key_required(app.config, auth.scope_of(row, method.upper(), path), method.upper())
     if keyed:
         operation["security"] = [{"bearerAuth": []}]
     responses = _success(row, method, path, schemas)
@@ -313,8 +314,10 @@ def _key_text(config) -> str:
     if not config.get("API_KEY"):
         return "This server sets no API key: no request needs one."
     if config.get("REQUIRE_AUTH_FOR_READS"):
-        return "This server sets an API key: every request under /api/ but GET /api/status needs it (bearer)."
-    return "This server sets an API key: every POST needs it (bearer); reads are open."
+        return ("This server sets an API key: every request under /api/ but GET /api/status, and /metrics, need"
+                " it (bearer).")
+    return ("This server sets an API key: every POST, and GET /api/system/audit, need it (bearer); other reads"
+            " are open.")
 
 
 def openapi_json():
