@@ -34,8 +34,9 @@ API_KEY = "bench-admin-key-5b2e8d1f0c7a4963"
 
 def changed(key: str, index: int) -> str:
     """`key` with the character at `index` replaced by another of the same kind."""
-    ch = key[index]
-    return key[:index] + ("b" if ch == "a" else "a") + key[index + 1:] if index != -1 else key[:-1] + ("b" if ch == "a" else "a")
+    index %= len(key)
+    other = "b" if key[index] == "a" else "a"
+    return key[:index] + other + key[index + 1:]
 
 
 def series_stats(ns: list[int]) -> dict:

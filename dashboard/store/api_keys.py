@@ -140,7 +140,8 @@ class KeyRing:
         try:
             version = conn.execute("PRAGMA data_version").fetchone()[0]  # before the read below
             if version != local.version:
-                rows = conn.execute("SELECT name, key_id, salt, hash, scope, expires_at, revoked_at FROM api_keys").fetchall()
+                rows = conn.execute("SELECT name, key_id, salt, hash, scope, expires_at, revoked_at"
+                                    " FROM api_keys").fetchall()
                 local.rows, local.count, local.version = {row["key_id"]: tuple(row) for row in rows}, len(rows), version
         except sqlite3.Error:
             conn.close()
