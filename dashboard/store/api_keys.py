@@ -142,7 +142,8 @@ class KeyRing:
             if version != local.version:
                 rows = conn.execute("SELECT name, key_id, salt, hash, scope, expires_at, revoked_at"
                                     " FROM api_keys").fetchall()
-                local.rows, local.count, local.version = {row["key_id"]: tuple(row) for row in rows}, len(rows), version
+                local.rows = {row["key_id"]: tuple(row) for row in rows}
+                local.count, local.version = len(rows), version
         except sqlite3.Error:
             conn.close()
             local.conn = None

@@ -123,6 +123,7 @@ def runs_since(conn: sqlite3.Connection, since_iso: str, tz: tzinfo) -> list[dic
                      "overall_quality": r["overall_quality"], "quality_change_percent": r["overall_improvement"],
                      "agents_trained": r["agents_trained"], "agents_failed": r["agents_failed"],
                      "status": r["status"], "error": r["error_message"],
-                     "run_id": r["run_id"] or base_run_id(r["start_time"], r["end_time"]), "session_id": r["session_number"], "origin": r["origin"],
+                     "run_id": r["run_id"] or base_run_id(r["start_time"], r["end_time"]),
+                     "session_id": r["session_number"], "origin": r["origin"],
                      "started_by": r["started_by"], "stopped_by": r["stopped_by"]})
     return runs

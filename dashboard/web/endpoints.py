@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import quote
 
-from dashboard.contract import (AgentDetail, AuditEntry, AgentsHealth, AgentStatusRow, Alert, ApiStatus, ComparisonRow, EndpointInfo,
-                      HealthHistory, LogEvent, MetricHistory, MetricsQuality, NewProject, Overview, Project,
-                      ProjectSummary, QuickStats, StartTraining, SystemHealth, TrainingLogs, TrainingRun,
+from dashboard.contract import (AgentDetail, AgentsHealth, AgentStatusRow, Alert, ApiStatus, AuditEntry, ComparisonRow,
+                      EndpointInfo, HealthHistory, LogEvent, MetricHistory, MetricsQuality, NewProject, Overview,
+                      Project, ProjectSummary, QuickStats, StartTraining, SystemHealth, TrainingLogs, TrainingRun,
                       TrainingRunRecord, TrainingSchedule, TrainingSession, TrainingStarted, TrainingStatus, Trends)
 from dashboard.web.queries import Days, EventPage, Export, Hours, Limit, ProjectPage, RecentLogs
 

@@ -5,9 +5,10 @@ WSGI layer in front of Flask: a cache hit skips routing and every hook, and is o
 Answers are kept per path, the query parameters the endpoint reads (its row's query model; others, such
 as a browser's `_=` cache-buster, do not make another entry) and Origin (the CORS headers differ by origin),
 and only for readers the key check lets through (auth.read_check: the same decision as for the request
-itself, made for every replay, so a revoked key or one without the scope is never answered from here). `If-None-Match` is answered here: a matching ETag gets a
-304. 0 turns the cache off. Memory is bounded by RESPONSE_CACHE_MAX_BYTES (bodies and headers, the least
-recently used dropped first), and an answer is dropped once it has expired unless it is being recomputed.
+itself, made for every replay, so a revoked key or one without the scope is never answered from here).
+`If-None-Match` is answered here: a matching ETag gets a 304. 0 turns the cache off. Memory is bounded by
+RESPONSE_CACHE_MAX_BYTES (bodies and headers, the least recently used dropped first), and an answer is
+dropped once it has expired unless it is being recomputed.
 
 Writes show at once on every worker: each answer carries the generation of its path (database.Generations,
 counters in SQLite read before the answer is computed), and is replayed only while that is unchanged. A
