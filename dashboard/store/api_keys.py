@@ -92,7 +92,7 @@ def create(conn: sqlite3.Connection, name: str, scope: str, expires_days: Option
 def listing(conn: sqlite3.Connection) -> list[dict]:
     """Every key's name, scope, created, last used, expiry and revocation, oldest first: never the key or its hash."""
     rows = conn.execute("SELECT name, scope, created_at, last_used_at, expires_at, revoked_at FROM api_keys"
-                        " ORDER BY created_at, name").fetchall()
+                        " ORDER BY created_at, rowid").fetchall()
     return [dict(row) for row in rows]
 
 
