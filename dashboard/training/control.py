@@ -265,7 +265,7 @@ class TrainingController:
             except OSError as err:
                 raise ApiError(503, f"cannot launch the training command: {err}") from None
         self._event(conn, lambda: events.record_event(
-            conn, "training_started", f"training session {session_id} started: {self.command}",
+            conn, "training_started", f"training session {session_id} started",  # its command line is this host's: the log has it
             source="training", metadata={"session_id": session_id, "pid": proc.pid, "force": force}))
         log.info("training session %s started (wrapper pid %s): %s", session_id, proc.pid, self.command)
         return {"session_id": session_id, "status": "running", "started_at": started_at}
