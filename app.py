@@ -15,7 +15,7 @@ from dashboard.ops import startup
 from dashboard.ops.instance_lock import StateFolderInUse
 from dashboard.ops.logging_setup import configure_logging
 from dashboard.ops.sampler import Sampler
-from dashboard.web import auth, endpoints, errors, hardening, monitoring, response_cache, routes, validation
+from dashboard.web import audit, auth, endpoints, errors, hardening, monitoring, response_cache, routes, validation
 from dashboard.web.cors import enable_cors
 from data_providers import DataProviderFactory
 
@@ -46,6 +46,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     database.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
+    audit.init_app(app)
     monitoring.observe_requests(app)  # before hardening, so it sees the final status (a 304, say)
     hardening.init_app(app)
     response_cache.init_app(app)  # after auth: a cached answer is only for those allowed to read

@@ -95,6 +95,11 @@ class DataProvider(ABC):
         """GET /api/system/alerts (list of contract.Alert)."""
 
     @abstractmethod
+    def system_audit(self, limit: int) -> Payload:
+        """GET /api/system/audit (list of contract.AuditEntry): this instance's own writes, from its database
+        (a cloud proxy lists the writes made through it, not the upstream's)."""
+
+    @abstractmethod
     def training_logs(self, limit: int, offset: int) -> Payload:
         """GET /api/logs/training (contract.TrainingLogs)."""
 

@@ -49,7 +49,9 @@ CREATE TABLE IF NOT EXISTS training_sessions (
     output_path TEXT,
     exit_code INTEGER,
     run_id TEXT,  -- the run's start (else its end) in UTC, 20261207T030001Z (.2, .3... when taken)
-    session_number INTEGER  -- a dashboard session's number from 1 (the API's session_id), else null
+    session_number INTEGER,  -- a dashboard session's number from 1 (the API's session_id), else null
+    started_by TEXT,  -- the API key's name (or anonymous) that started a dashboard session, else null
+    stopped_by TEXT  -- the API key's name (or anonymous) that first asked it to stop
 );
 CREATE INDEX IF NOT EXISTS idx_sessions_start ON training_sessions (start_time);
 CREATE INDEX IF NOT EXISTS idx_sessions_end ON training_sessions (end_time);
@@ -142,4 +144,18 @@ CREATE TABLE IF NOT EXISTS readiness_probe (
 CREATE TABLE IF NOT EXISTS cache_generations (
     prefix TEXT PRIMARY KEY,
     value INTEGER NOT NULL
+);
+
+-- Named API keys (dashboard/store/api_keys.py): the key itself is never stored, only a salted SHA-256 of it:
+-- key_id is the key's public part, by which a presented key finds its row. Revoked rows are kept.
+CREATE TABLE IF NOT EXISTS api_keys (
+    name TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL UNIQUE,
+    salt BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    scope TEXT NOT NULL CHECK (scope IN ('read', 'operate', 'admin')),
+    created_at TEXT NOT NULL,
+    expires_at TEXT,
+    revoked_at TEXT,
+    last_used_at TEXT
 );

@@ -88,6 +88,8 @@ def load_config(environ: Mapping[str, str]) -> dict[str, Any]:
         "CLOUD_BREAKER_RESET_SECONDS": _number(environ, "CLOUD_BREAKER_RESET_SECONDS", 30, 0.1, 3600),
         "CLOUD_MAX_RESPONSE_BYTES": _number(environ, "CLOUD_MAX_RESPONSE_BYTES", 8 << 20, 1024, 1 << 30, int),
         "CLOUD_MAX_CONCURRENT_CALLS": _number(environ, "CLOUD_MAX_CONCURRENT_CALLS", 4, 1, 256, int),
+        # A cloud proxy takes writes without keys of its own only when this says so (docs/access.md)
+        "CLOUD_ALLOW_ANONYMOUS_WRITES": _bool(environ, "CLOUD_ALLOW_ANONYMOUS_WRITES", False),
         # Browser access: exact origins allowed to call the API (comma list); live stream limits
         "CORS_ORIGINS": [o.strip().rstrip("/") for o in environ.get("CORS_ORIGINS", DEV_ORIGINS).split(",") if o.strip()],
         "STREAM_MAX_CLIENTS": _number(environ, "STREAM_MAX_CLIENTS", 4, 0, 1000, int),
@@ -102,4 +104,6 @@ def load_config(environ: Mapping[str, str]) -> dict[str, Any]:
         "TRUSTED_PROXY_HOPS": _number(environ, "TRUSTED_PROXY_HOPS", 0, 0, 5, int),
         "API_KEY": environ.get("API_KEY", "").strip(),
         "REQUIRE_AUTH_FOR_READS": _bool(environ, "REQUIRE_AUTH_FOR_READS", False),
+        # How often each worker writes the `last used` time of the keys it checked (docs/access.md)
+        "API_KEY_LAST_USED_SECONDS": _number(environ, "API_KEY_LAST_USED_SECONDS", 60, 0.1, 3600),
     }

@@ -141,6 +141,8 @@ class TrainingRun(Shape):
     error: Optional[str]
     session_id: Optional[int]
     origin: Literal["orchestrator", "dashboard"]
+    started_by: Optional[str]  # the API key's name (or anonymous) that started it; null for cron or by hand
+    stopped_by: Optional[str]  # the API key's name (or anonymous) that asked it to stop, else null
 
 
 class RunPhase(Shape):
@@ -192,6 +194,8 @@ class TrainingRunRecord(WithWarnings):
     errors: list[RunLogLine]
     output_tail: Optional[list[str]]  # the last 100 lines of a dashboard session's command output
     previous: Optional[PreviousRun]
+    started_by: Optional[str]  # as in the history
+    stopped_by: Optional[str]
 
 
 SessionStatus = Literal["running", "stopping", "completed", "failed", "stopped"]
@@ -216,9 +220,11 @@ class TrainingSession(WithWarnings):
     duration_seconds: Num
     exit_code: Optional[int]
     error_message: Optional[str]
-    pid: Optional[int]
+    pid: Optional[int]  # null through a cloud proxy, as are command and output_path (the upstream's own)
     command: Optional[str]
     output_path: Optional[str]
+    started_by: Optional[str]
+    stopped_by: Optional[str]
 
 
 class TrainingSchedule(WithWarnings):
@@ -310,6 +316,18 @@ class Alert(Shape):
     source: str
     message: str
     since: Time
+
+
+class AuditEntry(Shape):
+    """One POST under /api/ of GET /api/system/audit: who (the key's name; anonymous while no key exists;
+    null when no valid key came), from where, and the status it was answered."""
+
+    timestamp: str
+    key: Optional[str]
+    client: Optional[str]
+    method: str
+    path: str
+    status: int
 
 
 class Scene(Shape):
@@ -417,6 +435,7 @@ RESPONSES = {
     "recent_logs": list[LogEvent],
     "system_errors": list[LogEvent],
     "system_alerts": list[Alert],
+    "system_audit": list[AuditEntry],
     "training_logs": TrainingLogs,
     "storyboard_projects": list[ProjectSummary],
     "storyboard_project": Project,

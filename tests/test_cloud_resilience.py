@@ -35,6 +35,7 @@ def breaker(reset_seconds: int) -> dict:
 def cloud_server(tmp: Path, upstream: str, **env: str):
     """A cloud-mode gunicorn in front of `upstream`; on exit, its logs must hold neither the key nor a crash."""
     settings = {"ENVIRONMENT": "cloud", "CLOUD_API_URL": upstream, "CLOUD_API_KEY": CANARY,
+                "CLOUD_ALLOW_ANONYMOUS_WRITES": "true",
                 "CLOUD_ALLOW_INSECURE_HTTP": "true", "CLOUD_TIMEOUT_SECONDS": "5", "CLOUD_CACHE_SECONDS": "0",
                 "RESPONSE_CACHE_SECONDS": "0", "ORCHESTRATOR_PATH": str(tmp / "absent"), **env}
     server = start_gunicorn(tmp, "B", **settings)

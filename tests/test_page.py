@@ -678,6 +678,7 @@ def test_a_run_opens_its_record(failed_server, browser, tmp_path, width):
     field = lambda name: dialog.find_element(By.CSS_SELECTOR, f'[data-field="{name}"]')  # noqa: E731
     assert field("status").text == record["status"] == "failed"
     assert field("origin").text == (record["origin"] or "—")
+    assert (field("started_by").text, field("stopped_by").text) == (record["started_by"] or "—", record["stopped_by"] or "—")
     assert field("overall_quality").text == quality_text(record["overall_quality"])
     # The phases: one timeline segment per phase with a duration, widths in the durations' proportions.
     timed = [p for p in record["phases"] if isinstance(p["duration_seconds"], (int, float)) and p["duration_seconds"] > 0]

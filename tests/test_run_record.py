@@ -166,6 +166,9 @@ def test_a_dashboard_stopped_run_is_session_one_with_its_output_and_the_run_befo
     assert [(r["origin"], r["status"]) for r in mine] == [("dashboard", "stopped")] and runs[0] == mine[0]
     body = record(client, mine[0]["run_id"])
     assert (body["session_id"], body["origin"], body["status"]) == (1, "dashboard", "stopped")
+    # no key exists: started and stopped by anonymous; a run from the files by nobody known
+    assert (body["started_by"], body["stopped_by"]) == (mine[0]["started_by"], mine[0]["stopped_by"]) == ("anonymous",) * 2
+    assert (runs[1]["started_by"], runs[1]["stopped_by"]) == (None, None)
     assert [(p["name"], p["status"]) for p in body["phases"]] == [("harvesting", "stopped")]
     assert [{k: e[k] for k in ("level", "message")} for e in body["errors"]] == logged_runs(root)[-1]["errors"]
     assert body["errors"] and "interrupted by signal SIGTERM" in body["errors"][-1]["message"]

@@ -19,6 +19,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from dashboard.cloud import cache as cloud_cache
 from dashboard.cloud import client as cloud_client
 import database
+from dashboard.store import audit
 from dashboard.web import endpoints
 from dashboard.contract import Answer, LogEvent
 from data_providers import DataProvider
@@ -26,6 +27,9 @@ from dashboard.web.endpoints import Endpoint
 from dashboard.web.errors import ApiError
 
 _SHAPES: dict[object, TypeAdapter] = {}
+# Fields of the contract that describe the upstream's machine (a session's wrapper pid, command line and
+# output file): the proxy answers them as null.
+UPSTREAM_LOCAL = frozenset({"pid", "command", "output_path"})
 
 
 def check_upstream_shape(shape: object, body) -> None:
@@ -131,7 +135,9 @@ class CloudDataProvider(DataProvider):
             raise ApiError(err.status, self.client.redact(err.message)) from None
         if isinstance(body, dict):
             warnings = body.get("warnings", [])
-            return answer.status, {k: v for k, v in body.items() if k != "warnings"}, warnings
+            # The upstream's own processes and files mean nothing here and say too much: never passed on.
+            return answer.status, {k: (None if k in UPSTREAM_LOCAL else v) for k, v in body.items()
+                                   if k != "warnings"}, warnings
         return answer.status, body, self._header_warnings(answer.headers.get("X-Data-Warnings"))
 
     @staticmethod
@@ -145,6 +151,10 @@ class CloudDataProvider(DataProvider):
         return warnings if _strings(warnings) else ["upstream X-Data-Warnings header is not a JSON list of strings"]
 
     # --- methods of their own ---
+
+    def system_audit(self, limit: int) -> Answer:
+        """The writes made through this proxy, from its own database (the upstream audits the proxy's key)."""
+        return Answer(audit.entries(database.get_db(), limit), [], 200)
 
     def export_logs(self, days: int) -> Iterator[dict]:
         """Streams the upstream's ndjson export line by line (never held in memory, never cached).

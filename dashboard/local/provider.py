@@ -14,7 +14,7 @@ from dashboard.local import alert_rules
 from dashboard import caching
 import data_loader
 import database
-from dashboard.store import events
+from dashboard.store import audit, events
 from dashboard.ops import host_health as health
 from dashboard.store import history_reads
 from dashboard.store import history_store
@@ -28,6 +28,7 @@ from dashboard.local.analytics import daily_last, natural_key, quality_trends, r
 from dashboard.config import DEFAULT_MAX_AGENTS
 from dashboard.contract import Answer, NewProject, Payload, StartTraining
 from data_providers import DataProvider
+from dashboard.web import auth
 from dashboard.web.errors import ApiError
 from dashboard.local.orchestrator_files import OrchestratorFiles
 from dashboard.local.orchestrator_state import SYSTEM_KEY, OrchestratorState, orchestrator_zone, wall_clock
@@ -302,11 +303,11 @@ class LocalDataProvider(DataProvider):
         conn = database.get_db()
         self.training.reconcile(conn)
         s = self.state()
-        data = self.training.start(conn, force=options.force, log_running=s.progress["running"])
+        data = self.training.start(conn, force=options.force, log_running=s.progress["running"], by=auth.caller())
         return Payload(data, s.warnings)
 
     def stop_training(self) -> Payload:
-        data = self.training.stop(database.get_db())
+        data = self.training.stop(database.get_db(), by=auth.caller())
         return Answer(data, [], 202 if isinstance(data, dict) and data.get("status") == "stopping" else 200)
 
     def training_session(self, session_id: int) -> Payload:
@@ -437,6 +438,9 @@ class LocalDataProvider(DataProvider):
         # Kept with the files' view, which lives only while the database is unchanged too.
         return s.memo(("merged_events", limit, levels),
                       lambda: log_views.merged(log_views.newest_file_events(s, limit, levels), stored, limit))
+
+    def system_audit(self, limit: int) -> Payload:
+        return Payload(audit.entries(database.get_db(), limit), [])
 
     def system_alerts(self) -> Payload:
         s = self.state()

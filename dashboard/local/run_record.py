@@ -171,7 +171,8 @@ def record(s: OrchestratorState, run: dict, previous: Optional[dict], session: O
                           "never logged): its phases, agents and errors are not known")
     phases = phases_of(s, events, run["status"])
     data = {k: run[k] for k in ("run_id", "origin", "session_id", "status", "started_at", "finished_at",
-                                "duration_seconds", "overall_quality", "quality_change_percent")}
+                                "duration_seconds", "overall_quality", "quality_change_percent",
+                                "started_by", "stopped_by")}
     data.update(phases=phases, agents=agents_of(s, events, run["status"]), errors=errors_of(s, events),
                 output_tail=output_tail(s, session) if run["session_id"] is not None else None, previous=None)
     if previous is not None:

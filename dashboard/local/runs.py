@@ -107,7 +107,8 @@ def runs_history(recorded: list[dict], from_files: list[dict], first_day: date) 
         earliest, latest = session_window(run)
         return run["finished_at"] in known or any(earliest <= start <= latest for start in sessions)
     runs = list(recorded) + [dict(run, status=RUN_STATUS.get(run["status"], run["status"]), session_id=None,
-                                  origin="orchestrator", run_id=base_run_id(run["started_at"], run["finished_at"]))
+                                  origin="orchestrator", started_by=None, stopped_by=None,
+                                  run_id=base_run_id(run["started_at"], run["finished_at"]))
                              for run in from_files if not recorded_here(run)]
     runs.sort(key=lambda r: (r["finished_at"] or r["started_at"] or r["date"]), reverse=True)
     return [r for r in runs if r["date"] >= first_day.isoformat()]

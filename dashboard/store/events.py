@@ -72,10 +72,11 @@ def record_api_error(db_path, method: str, path: str, status: int, message: str)
 
 def newest_events(conn: sqlite3.Connection, limit: int, severities: Optional[Iterable[str]] = None) -> list[dict]:
     """The newest `limit` events (optionally only those severities), newest first."""
-    clause, params = "", []
+    # The audit's rows (audit.EVENT_TYPE) are read by GET /api/system/audit, not shown as log lines.
+    clause, params = "WHERE event_type <> 'api_write'", []
     if severities is not None:
         params = list(severities)
-        clause = f"WHERE severity IN ({','.join('?' * len(params))})"
+        clause += f" AND severity IN ({','.join('?' * len(params))})"
     rows = conn.execute(
         f"SELECT timestamp, event_type, agent_id, message, severity, source FROM events {clause}"
         " ORDER BY timestamp DESC, id DESC LIMIT ?", (*params, limit)).fetchall()

@@ -108,7 +108,7 @@ def runs_since(conn: sqlite3.Connection, since_iso: str, tz: tzinfo) -> list[dic
     """Training runs (from the files and started here) that started or ended since `since_iso`, newest first."""
     rows = conn.execute(
         "SELECT id, run_id, session_number, origin, start_time, end_time, duration_seconds, overall_quality, overall_improvement,"
-        " agents_trained, agents_failed, status, error_message FROM training_sessions"
+        " agents_trained, agents_failed, status, error_message, started_by, stopped_by FROM training_sessions"
         " WHERE COALESCE(end_time, start_time) >= ? ORDER BY COALESCE(end_time, start_time) DESC, id DESC",
         (since_iso,))
     runs = []
@@ -123,5 +123,7 @@ def runs_since(conn: sqlite3.Connection, since_iso: str, tz: tzinfo) -> list[dic
                      "overall_quality": r["overall_quality"], "quality_change_percent": r["overall_improvement"],
                      "agents_trained": r["agents_trained"], "agents_failed": r["agents_failed"],
                      "status": r["status"], "error": r["error_message"],
-                     "run_id": r["run_id"] or base_run_id(r["start_time"], r["end_time"]), "session_id": r["session_number"], "origin": r["origin"]})
+                     "run_id": r["run_id"] or base_run_id(r["start_time"], r["end_time"]),
+                     "session_id": r["session_number"], "origin": r["origin"],
+                     "started_by": r["started_by"], "stopped_by": r["stopped_by"]})
     return runs

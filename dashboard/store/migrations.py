@@ -122,5 +122,21 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX idx_sessions_run_id ON training_sessions (run_id) WHERE run_id IS NOT NULL;
     CREATE UNIQUE INDEX idx_sessions_number ON training_sessions (session_number) WHERE session_number IS NOT NULL
     """,
+    # 8: named API keys with scopes (a salted hash, never the key), and who started and stopped each run.
+    """
+    CREATE TABLE api_keys (
+        name TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL UNIQUE,
+        salt BLOB NOT NULL,
+        hash BLOB NOT NULL,
+        scope TEXT NOT NULL CHECK (scope IN ('read', 'operate', 'admin')),
+        created_at TEXT NOT NULL,
+        expires_at TEXT,
+        revoked_at TEXT,
+        last_used_at TEXT
+    );
+    ALTER TABLE training_sessions ADD COLUMN started_by TEXT;
+    ALTER TABLE training_sessions ADD COLUMN stopped_by TEXT
+    """,
 ]
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

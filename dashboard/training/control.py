@@ -50,7 +50,7 @@ WRAPPER = Path(tw.__file__).resolve()
 LOCK_TIMEOUT_SECONDS = 10.0
 MAX_STOP_WAIT_SECONDS = 5.0
 SESSION_COLUMNS = ("id, session_number, run_id, status, origin, start_time, end_time, duration_seconds, exit_code, error_message, pid,"
-                   " command, output_path")
+                   " command, output_path, started_by, stopped_by")
 
 
 def command_argv(command: str) -> list[str]:
@@ -72,7 +72,7 @@ def session_view(row) -> dict:
             "started_at": row["start_time"], "ended_at": row["end_time"],
             "duration_seconds": row["duration_seconds"], "exit_code": row["exit_code"],
             "error_message": row["error_message"], "pid": row["pid"], "command": row["command"],
-            "output_path": row["output_path"]}
+            "output_path": row["output_path"], "started_by": row["started_by"], "stopped_by": row["stopped_by"]}
 
 
 @contextlib.contextmanager
@@ -225,7 +225,8 @@ class TrainingController:
 
     # --- start ---
 
-    def start(self, conn: sqlite3.Connection, force: bool = False, log_running: bool = False) -> dict:
+    def start(self, conn: sqlite3.Connection, force: bool = False, log_running: bool = False,
+              by: Optional[str] = None) -> dict:
         """Launch TRAINING_COMMAND as a new session; 409 (ApiError) while one runs. {session_id, status, started_at}.
 
         `log_running`: the orchestrator's log shows a run no dashboard session owns (started by cron or by
@@ -246,7 +247,7 @@ class TrainingController:
             started_at = utc_now()
             try:
                 with database.transaction(conn):
-                    row_id, session_id = self._insert_session(conn, started_at)
+                    row_id, session_id = self._insert_session(conn, started_at, by)
                     run_dir = self._prepare_run_dir(session_id)
                     output = run_dir / tw.OUTPUT_FILE
                     proc = self._launch(row_id, session_id, run_dir, output)
@@ -264,18 +265,18 @@ class TrainingController:
             except OSError as err:
                 raise ApiError(503, f"cannot launch the training command: {err}") from None
         self._event(conn, lambda: events.record_event(
-            conn, "training_started", f"training session {session_id} started: {self.command}",
+            conn, "training_started", f"training session {session_id} started",  # its command line is this host's: the log has it
             source="training", metadata={"session_id": session_id, "pid": proc.pid, "force": force}))
         log.info("training session %s started (wrapper pid %s): %s", session_id, proc.pid, self.command)
         return {"session_id": session_id, "status": "running", "started_at": started_at}
 
-    def _insert_session(self, conn: sqlite3.Connection, started_at: str) -> tuple[int, int]:
+    def _insert_session(self, conn: sqlite3.Connection, started_at: str, by: Optional[str]) -> tuple[int, int]:
         """Record a new running dashboard session (in the caller's transaction): (row id, session number)."""
         number = conn.execute("SELECT COALESCE(MAX(session_number), 0) + 1 FROM training_sessions").fetchone()[0]
         row_id = conn.execute(
-            "INSERT INTO training_sessions (start_time, status, origin, command, session_number, run_id)"
-            " VALUES (?, 'running', 'dashboard', ?, ?, ?)",
-            (started_at, self.command, number, new_run_id(conn, started_at, None))).lastrowid
+            "INSERT INTO training_sessions (start_time, status, origin, command, session_number, run_id, started_by)"
+            " VALUES (?, 'running', 'dashboard', ?, ?, ?, ?)",
+            (started_at, self.command, number, new_run_id(conn, started_at, None), by)).lastrowid
         return row_id, number
 
     def _prepare_run_dir(self, session_id: int) -> Path:
@@ -309,8 +310,9 @@ class TrainingController:
 
     # --- stop ---
 
-    def stop(self, conn: sqlite3.Connection) -> dict:
-        """Ask the running session to stop; wait up to min(grace + 1, 5) s. The session, or status 'stopping'."""
+    def stop(self, conn: sqlite3.Connection, by: Optional[str] = None) -> dict:
+        """Ask the running session to stop (the first asker, `by`, is recorded as stopped_by); wait up to
+        min(grace + 1, 5) s. The session, or status 'stopping'."""
         self.reconcile(conn)
         row = self._running_row(conn)
         if row is None:
@@ -325,6 +327,10 @@ class TrainingController:
         if self._wrapper_alive(row):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(row["pid"], signal.SIGTERM)
+        if by is not None:
+            with database.transaction(conn):
+                conn.execute("UPDATE training_sessions SET stopped_by = ? WHERE id = ? AND stopped_by IS NULL",
+                             (by, row["id"]))
         if first:
             self._event(conn, lambda: events.record_event(
                 conn, "training_stop_requested", f"stop requested for training session {row['session_number']}",

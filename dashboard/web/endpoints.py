@@ -18,11 +18,16 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import quote
 
-from dashboard.contract import (AgentDetail, AgentsHealth, AgentStatusRow, Alert, ApiStatus, ComparisonRow, EndpointInfo,
-                      HealthHistory, LogEvent, MetricHistory, MetricsQuality, NewProject, Overview, Project,
-                      ProjectSummary, QuickStats, StartTraining, SystemHealth, TrainingLogs, TrainingRun,
+from dashboard.contract import (AgentDetail, AgentsHealth, AgentStatusRow, Alert, ApiStatus, AuditEntry, ComparisonRow,
+                      EndpointInfo, HealthHistory, LogEvent, MetricHistory, MetricsQuality, NewProject, Overview,
+                      Project, ProjectSummary, QuickStats, StartTraining, SystemHealth, TrainingLogs, TrainingRun,
                       TrainingRunRecord, TrainingSchedule, TrainingSession, TrainingStarted, TrainingStatus, Trends)
 from dashboard.web.queries import Days, EventPage, Export, Hours, Limit, ProjectPage, RecentLogs
+
+# What a request needs (docs/access.md): `open` nothing; `read` a key only with REQUIRE_AUTH_FOR_READS;
+# `operate` (training start and stop) and `admin` (everything else) a key of that scope or above, once any
+# key exists. A row's scope defaults from its methods, so a new POST needs an admin key unless it says so.
+SCOPES = ("open", "read", "operate", "admin")
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,13 @@ class Endpoint:
     errors: tuple[int, ...] = ()
     view: object = None  # a view of its own: "module:function" or the function
     group: str = "api"
+    scope: str = ""  # the key scope it needs (SCOPES); by default read for a GET, admin for anything else
+
+    def __post_init__(self):
+        if not self.scope:
+            object.__setattr__(self, "scope", "read" if set(self.methods) <= {"GET", "HEAD"} else "admin")
+        if self.scope not in SCOPES:
+            raise ValueError(f"{self.rule}: scope {self.scope!r} is not one of {SCOPES}")
 
     @property
     def endpoint(self) -> str:
@@ -71,7 +83,7 @@ def post(rule: str, name: str, response: object, summary: str, **more) -> Endpoi
 TABLE: tuple[Endpoint, ...] = (
     # --- page ---
     get("/", "index", "html", "The dashboard page (a shell; all data comes from /api/*).",
-        view="dashboard.web.routes:index", group="pages"),
+        view="dashboard.web.routes:index", group="pages", scope="open"),
     # --- dashboard ---
     get("/api/dashboard/overview", "dashboard_overview", Overview,
         "Phase, overall quality, last and next training, improvements and quality trend."),
@@ -95,10 +107,11 @@ TABLE: tuple[Endpoint, ...] = (
         "The cron schedule, its description, whether enabled, and the next run."),
     post("/api/training/start", "training_start", TrainingStarted,
          'Start a training run (body {"force": bool} optional); 202 with the session, 409 while one runs.',
-         provider="start_training", body=StartTraining, body_required=False, codes=(202,), errors=(409,)),
+         provider="start_training", body=StartTraining, body_required=False, codes=(202,), errors=(409,),
+         scope="operate"),
     post("/api/training/stop", "training_stop", TrainingSession,
          "Stop the running training (SIGTERM, SIGKILL after the grace); 200 once ended, 202 while stopping.",
-         provider="stop_training", codes=(200, 202), errors=(409,)),
+         provider="stop_training", codes=(200, 202), errors=(409,), scope="operate"),
     get("/api/training/session/<int:session_id>", "training_session", TrainingSession,
         "One dashboard training session: status, start and end, exit code, error message."),
     # --- metrics ---
@@ -122,6 +135,10 @@ TABLE: tuple[Endpoint, ...] = (
         "The newest ERROR and WARNING log events, newest first.", query=Limit),
     get("/api/system/alerts", "system_alerts", list[Alert],
         "Active alerts with severity, source, message and since when."),
+    get("/api/system/audit", "system_audit", list[AuditEntry],
+        "Every POST under /api/ on this instance, newest first (`limit`, 1-1000, default 50): when, which key"
+        " (its name; anonymous while no key exists), from where, and the status it got.",
+        query=Limit, scope="admin"),
     # --- storyboard ---
     get("/api/storyboard/projects", "storyboard_projects", list[ProjectSummary],
         "Storyboard projects, newest first: `limit` (1-1000, default 100) from `offset`.", query=ProjectPage),
@@ -139,7 +156,7 @@ TABLE: tuple[Endpoint, ...] = (
     # --- service ---
     get("/api/status", "api_status", ApiStatus,
         "Service status, version, environment, provider, uptime, database and data-source health.",
-        view="dashboard.web.routes:api_status"),
+        view="dashboard.web.routes:api_status", scope="open"),
     get("/api/endpoints", "endpoints", list[EndpointInfo],
         "Every route of this server with its methods and description.", view="dashboard.web.routes:endpoints_list"),
     get("/api/stream", "stream", "sse",
@@ -156,10 +173,10 @@ TABLE: tuple[Endpoint, ...] = (
         "Prometheus metrics: requests and latency per endpoint, training, agent quality, host health.",
         view="dashboard.web.monitoring:metrics", group="monitoring"),
     get("/healthz", "healthz", "json_object", "Liveness: the process answers.",
-        view="dashboard.web.monitoring:healthz", group="monitoring"),
+        view="dashboard.web.monitoring:healthz", group="monitoring", scope="open"),
     get("/readyz", "readyz", "json_object",
         "Readiness: the database answers and could take a write, the data source is readable; 503 naming",
-        view="dashboard.web.monitoring:readyz", group="monitoring", codes=(200, 503)),
+        view="dashboard.web.monitoring:readyz", group="monitoring", codes=(200, 503), scope="open"),
 )
 
 BY_NAME = {row.name: row for row in TABLE}

@@ -101,6 +101,8 @@ ERRORS = {
     304: "Not Modified: the `If-None-Match` ETag matches (no body)",
     400: "A bad query parameter, path id or body; the message names it",
     401: "Missing or wrong API key (`Authorization: Bearer <API_KEY>`)",
+    403: "The key lacks the scope this needs (the message names it); a cloud proxy without keys of its own"
+         " refuses writes (docs/access.md)",
     404: "Unknown id",
     405: "A path id that is the route beside it (e.g. `create`): that route's methods only (`Allow`)",
     409: "A training conflict: a run is going (`session_id` the running session, null when the dashboard did not "
@@ -212,6 +214,8 @@ def _errors(row: Endpoint | None, method: str, path: str, params: list[dict], js
         codes.add(400)
     if keyed:
         codes.add(401)
+    if row is not None and row.scope in ("operate", "admin"):  # a key without the scope; a proxy without keys
+        codes.add(403)
     if any(p["in"] == "path" for p in params):
         codes.add(404)
     if any("not" in p["schema"] for p in params if p["in"] == "path"):
@@ -246,7 +250,8 @@ def _operation(rule, row: Endpoint | None, method: str, app) -> dict:
     if row is not None and row.body is not None and method == "post":
         operation["requestBody"] = {"required": row.body_required, "content": {
             "application/json": {"schema": schemas[row.body]}}}
-    keyed = auth.key_required(app.config, method.upper(), path)  # never without API_KEY: then nothing needs a key
+    # never without API_KEY: named keys come and go while the document is generated once
+    keyed = auth.key_required(app.config, auth.scope_of(row, method.upper(), path), method.upper())
     if keyed:
         operation["security"] = [{"bearerAuth": []}]
     responses = _success(row, method, path, schemas)
@@ -309,8 +314,10 @@ def _key_text(config) -> str:
     if not config.get("API_KEY"):
         return "This server sets no API key: no request needs one."
     if config.get("REQUIRE_AUTH_FOR_READS"):
-        return "This server sets an API key: every request under /api/ but GET /api/status needs it (bearer)."
-    return "This server sets an API key: every POST needs it (bearer); reads are open."
+        return ("This server sets an API key: every request under /api/ but GET /api/status, and /metrics, need"
+                " it (bearer).")
+    return ("This server sets an API key: every POST, and GET /api/system/audit, need it (bearer); other reads"
+            " are open.")
 
 
 def openapi_json():

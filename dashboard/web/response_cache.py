@@ -4,9 +4,11 @@ Within RESPONSE_CACHE_SECONDS an answer is served again exactly as it was sent, 
 WSGI layer in front of Flask: a cache hit skips routing and every hook, and is only logged and counted.
 Answers are kept per path, the query parameters the endpoint reads (its row's query model; others, such
 as a browser's `_=` cache-buster, do not make another entry) and Origin (the CORS headers differ by origin),
-and only for readers the key check lets through. `If-None-Match` is answered here: a matching ETag gets a
-304. 0 turns the cache off. Memory is bounded by RESPONSE_CACHE_MAX_BYTES (bodies and headers, the least
-recently used dropped first), and an answer is dropped once it has expired unless it is being recomputed.
+and only for readers the key check lets through (auth.read_check: the same decision as for the request
+itself, made for every replay, so a revoked key or one without the scope is never answered from here).
+`If-None-Match` is answered here: a matching ETag gets a 304. 0 turns the cache off. Memory is bounded by
+RESPONSE_CACHE_MAX_BYTES (bodies and headers, the least recently used dropped first), and an answer is
+dropped once it has expired unless it is being recomputed.
 
 Writes show at once on every worker: each answer carries the generation of its path (database.Generations,
 counters in SQLite read before the answer is computed), and is replayed only while that is unchanged. A
@@ -37,6 +39,7 @@ from werkzeug.http import parse_etags, unquote_etag
 from werkzeug.routing import RequestRedirect
 
 from dashboard.web import auth
+from dashboard.store import audit
 from dashboard import caching
 import database
 from dashboard.web import endpoints
@@ -214,7 +217,9 @@ def changed_by(post_path: str) -> tuple[str, ...]:
     area = post_path.split("/")[2] if post_path.startswith("/api/") and post_path.count("/") >= 2 else ""
     if not area:
         return ("/",)
-    return ("/api/training/", "/api/dashboard/", "/api/system/") if area == "training" else (f"/api/{area}/",)
+    if area == "training":
+        return ("/api/training/", "/api/dashboard/", "/api/system/")
+    return (f"/api/{area}/", audit.AUDIT_PATH)  # every write is an audit row
 
 
 def query_params_of(app: Flask) -> Callable[[str], tuple]:

@@ -176,6 +176,8 @@ export function renderRecord(record, warnings) {
   setField(dialog, 'session_id', record.session_id ?? DASH);
   setField(dialog, 'started_at', timeNode(record.started_at, { seconds: true }));
   setField(dialog, 'finished_at', timeNode(record.finished_at, { seconds: true }));
+  setField(dialog, 'started_by', record.started_by ?? DASH);  // an API key's name; none when not started here
+  setField(dialog, 'stopped_by', record.stopped_by ?? DASH);
   setField(dialog, 'duration_seconds', fmtSeconds(record.duration_seconds));
   setField(dialog, 'overall_quality', fmtQuality(record.overall_quality));
   setField(dialog, 'quality_change_percent', changeNode(record.quality_change_percent));
