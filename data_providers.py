@@ -9,7 +9,7 @@ import importlib
 from abc import ABC, abstractmethod
 from typing import Iterator, Optional
 
-from dashboard.contract import NewProject, Payload, StartTraining
+from dashboard.contract import AckAlert, NewProject, Payload, StartTraining
 
 
 class DataProvider(ABC):
@@ -93,6 +93,18 @@ class DataProvider(ABC):
     @abstractmethod
     def system_alerts(self) -> Payload:
         """GET /api/system/alerts (list of contract.Alert)."""
+
+    @abstractmethod
+    def acknowledge_alert(self, alert_id: str, ack: AckAlert) -> Payload:
+        """POST /api/system/alerts/<alert_id>/ack (contract.Alert, acknowledged); 404 when not active."""
+
+    @abstractmethod
+    def system_notifications(self, limit: int) -> Payload:
+        """GET /api/system/notifications (list of contract.NotificationDelivery, newest first)."""
+
+    @abstractmethod
+    def test_notification(self) -> Payload:
+        """POST /api/system/notifications/test (contract.NotificationTestQueued, answered 202)."""
 
     @abstractmethod
     def training_logs(self, limit: int, offset: int) -> Payload:
