@@ -1,0 +1,139 @@
+"""Alert notifications in one process: the settings' checks, the ack endpoint's validation, an ack that
+lapses, what is fanned out to whom, and the outbox's bounds (the end-to-end tests: test_notifications.py)."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import sqlite3
+from contextlib import closing
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+import database
+from app import create_app
+from conftest import ingest
+from dashboard.config import ConfigError, load_config
+from dashboard.notify import outbox, webhook
+from dashboard.notify.notifier import Notifier
+from dashboard.notify.targets import targets_of
+from dashboard.store import alert_acks
+from dashboard.timestamps import to_iso
+
+URL = "https://hooks.example.com/services/T000/B000/t0ps3cret"
+
+
+def test_http_targets_need_the_insecure_switch_and_the_message_says_so_without_the_token(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        create_app({"ALERT_WEBHOOK_URLS": ["http://hooks.example.com/x/t0ps3cret"], "DATABASE_PATH": tmp_path / "db",
+                    "LOG_FILE": None, "INGEST_SECONDS": 0, "HEALTH_SAMPLE_SECONDS": 0})
+    assert "https://" in str(err.value) and "CLOUD_ALLOW_INSECURE_HTTP" in str(err.value)
+    assert "t0ps3cret" not in str(err.value)
+    assert targets_of({"ALERT_WEBHOOK_URLS": ["http://127.0.0.1:9/h"], "CLOUD_ALLOW_INSECURE_HTTP": True})
+    for bad in ("ftp://x/y", "https://user:pw@x/y", "https://x/y#frag", "https:///nohost"):
+        with pytest.raises(ConfigError):
+            targets_of({"ALERT_WEBHOOK_URLS": [bad]})
+
+
+def test_the_settings_are_typed_and_checked():
+    config = load_config({"ALERT_WEBHOOK_URLS": f"{URL}, https://b.example.org/h", "ALERT_WEBHOOK_FORMAT": "SLACK"})
+    assert config["ALERT_WEBHOOK_URLS"] == [URL, "https://b.example.org/h"] and config["ALERT_WEBHOOK_FORMAT"] == "slack"
+    assert config["ALERT_WEBHOOK_MIN_SEVERITY"] == "warning" and config["ALERT_WEBHOOK_RETRY_HOURS"] >= 24
+    for name, value in (("ALERT_WEBHOOK_FORMAT", "xml"), ("ALERT_WEBHOOK_MIN_SEVERITY", "debug"),
+                        ("ALERT_WEBHOOK_RETRY_HOURS", "2"), ("ALERT_WEBHOOK_TIMEOUT_SECONDS", "0")):
+        with pytest.raises(ConfigError, match=name):
+            load_config({name: value})
+    assert repr(targets_of({"ALERT_WEBHOOK_URLS": [URL]})[0]) == "Target(hooks.example.com)"
+
+
+def test_backoff_grows_to_its_cap_with_jitter_and_honours_retry_after():
+    assert all(0.5 <= webhook.backoff(1, 600) <= 1 for _ in range(50))
+    assert all(300 <= webhook.backoff(30, 600) <= 600 for _ in range(50))
+    assert webhook.backoff(1, 600, retry_after=120) == 120
+
+
+def test_the_signature_is_the_hmac_sha256_of_the_body():
+    assert webhook.signature("key", b"body") == "sha256=" + hmac.new(b"key", b"body", hashlib.sha256).hexdigest()
+
+
+@pytest.fixture
+def alerting(make_app, orchestrator):
+    """An app whose every agent is below the threshold: active alerts recorded by an ingest."""
+    app = make_app(orchestrator(), QUALITY_THRESHOLD=10.0)
+    return app, app.test_client()
+
+
+def test_ack_validates_its_id_and_body_and_404s_an_unknown_alert(alerting):
+    app, client = alerting
+    alert_id = client.get("/api/system/alerts").get_json()[0]["id"]
+    assert client.post("/api/system/alerts/no.such.alert/ack").status_code == 404
+    assert client.post("/api/system/alerts/bad%20id;drop/ack").status_code == 400
+    for body in ({"minutes": 0}, {"minutes": "5"}, {"minutes": 10081}, {"note": "x" * 501}, {"other": 1}):
+        answer = client.post(f"/api/system/alerts/{alert_id}/ack", json=body)
+        assert answer.status_code == 400, body
+    answer = client.post(f"/api/system/alerts/{alert_id}/ack")  # no body: acknowledged until it clears
+    assert answer.status_code == 200 and answer.get_json()["acknowledged"] is True
+    assert answer.get_json()["note"] is None
+
+
+def test_an_ack_with_minutes_lapses_then_the_alert_reminds_once(alerting):
+    app, client = alerting
+    alert_id = client.get("/api/system/alerts").get_json()[0]["id"]
+    assert client.post(f"/api/system/alerts/{alert_id}/ack", json={"note": "later", "minutes": 5}).status_code == 200
+    row = next(a for a in client.get("/api/system/alerts").get_json() if a["id"] == alert_id)
+    assert row["acknowledged"] is True and row["note"] == "later"
+    with closing(database.connect(app.config["DATABASE_PATH"])) as conn:
+        later = datetime.now(timezone.utc) + timedelta(minutes=6)
+        shown = alert_acks.with_acks([{"id": alert_id}], alert_acks.acks(conn), to_iso(later))
+        assert shown[0]["acknowledged"] is False
+        before = conn.execute("SELECT COUNT(*) FROM notifications WHERE alert_id = ?", (alert_id,)).fetchone()[0]
+        assert outbox.queue_reminders(conn, 0, datetime.now(timezone.utc)) == 0  # still acknowledged
+        assert outbox.queue_reminders(conn, 0, later) == 1  # lapsed: one reminder, the ack gone
+        assert outbox.queue_reminders(conn, 0, later) == 0
+        after = conn.execute("SELECT COUNT(*) FROM notifications WHERE alert_id = ?", (alert_id,)).fetchone()[0]
+        assert after == before + 1 and alert_acks.acks(conn) == {}
+
+
+def test_fan_out_follows_the_severity_floor_and_the_completed_switch(make_app, orchestrator):
+    app = make_app(orchestrator())
+    config = {**app.config, "ALERT_WEBHOOK_URLS": [URL], "ALERT_WEBHOOK_MIN_SEVERITY": "critical"}
+    notifier = Notifier(config)
+    assert notifier.wanted("test", "info") and notifier.wanted("training.failed", "critical")
+    assert not notifier.wanted("alert.raised", "warning") and not notifier.wanted("training.completed", "info")
+    assert Notifier({**config, "ALERT_WEBHOOK_NOTIFY_COMPLETED": True}).wanted("training.completed", "info")
+    with closing(database.connect(app.config["DATABASE_PATH"])) as conn:
+        now = datetime.now(timezone.utc)
+        with database.transaction(conn):
+            outbox.queue(conn, "test", "info", created_at=to_iso(now - timedelta(days=3)))  # too old to say
+            outbox.queue(conn, "alert.raised", "warning", alert={"id": "a"}, created_at=to_iso(now))
+            outbox.queue(conn, "test", "info", created_at=to_iso(now))
+        added = outbox.fan_out(conn, notifier.targets, notifier.wanted, to_iso(now), to_iso(now - timedelta(days=2)))
+        assert added == 1 and outbox.recent(conn, 10)[0]["target"] == "hooks.example.com"
+        assert conn.execute("SELECT COUNT(*) FROM notifications WHERE fanned_out = 0").fetchone()[0] == 0
+
+
+def test_a_run_ending_and_an_old_run_read_from_the_files(make_app, orchestrator):
+    app = make_app(orchestrator())  # two weeks of runs ingested: none of them is news
+    with closing(database.connect(app.config["DATABASE_PATH"])) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM notifications WHERE run IS NOT NULL").fetchone()[0] == 0
+        with database.transaction(conn):
+            conn.execute("INSERT INTO training_sessions (start_time, status, origin, run_id) VALUES (?, 'running',"
+                         " 'dashboard', 'r1')", (to_iso(datetime.now(timezone.utc)),))
+            conn.execute("UPDATE training_sessions SET status = 'failed', error_message = 'exit 3' WHERE run_id = 'r1'")
+        row = conn.execute("SELECT event, severity, run FROM notifications WHERE run IS NOT NULL").fetchone()
+        assert (row["event"], row["severity"]) == ("training.failed", "critical") and '"error":"exit 3"' in row["run"]
+    ingest(app)
+
+
+def test_the_schema_and_the_migration_build_the_same_triggers(tmp_path):
+    fresh, old = tmp_path / "fresh.db", tmp_path / "old.db"
+    database.migrate(fresh)
+    with closing(sqlite3.connect(old)) as conn:
+        conn.executescript((Path(__file__).parent / "fixtures" / "schema_v1.sql").read_text())
+        conn.execute("PRAGMA user_version = 1")
+    database.migrate(old)
+    query = "SELECT type, name FROM sqlite_master WHERE name LIKE 'notif%' OR name LIKE '%ack%' ORDER BY 1, 2"
+    with closing(sqlite3.connect(fresh)) as a, closing(sqlite3.connect(old)) as b:
+        assert a.execute(query).fetchall() == b.execute(query).fetchall()
+        assert len([1 for (kind, _) in a.execute(query) if kind == "trigger"]) == 5
