@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import sqlite3
+import threading
 from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import database
 from app import create_app
 from conftest import ingest
+from webhook_receiver import Receiver, signed
 from dashboard.config import ConfigError, load_config
 from dashboard.notify import outbox, webhook
 from dashboard.notify.notifier import Notifier
@@ -55,6 +57,37 @@ def test_backoff_grows_to_its_cap_with_jitter_and_honours_retry_after():
 
 def test_the_signature_is_the_hmac_sha256_of_the_body():
     assert webhook.signature("key", b"body") == "sha256=" + hmac.new(b"key", b"body", hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize("answer, outcome", [
+    (200, webhook.Outcome("sent")),
+    (204, webhook.Outcome("sent")),
+    ((429, {"Retry-After": "120"}), webhook.Outcome("retry", "HTTP 429", 120.0)),
+    (503, webhook.Outcome("retry", "HTTP 503")),
+    ((302, {"Location": "https://elsewhere.example/"}), webhook.Outcome("failed", "HTTP 302: a redirect, not followed")),
+    (404, webhook.Outcome("failed", "HTTP 404")),
+])
+def test_each_answer_is_sent_retried_or_failed_and_a_redirect_is_not_followed(answer, outcome):
+    receiver = Receiver(answer=lambda document: answer).start()
+    try:
+        got = webhook.post(webhook.session(), receiver.url(), b'{"event": "test"}', "d-1", "s3cret", 5)
+        assert got == outcome
+        [request] = receiver.requests()  # one request: no redirect followed, no retry here
+        assert signed(request, "s3cret") and request["headers"]["X-Dashboard-Delivery"] == "d-1"
+    finally:
+        receiver.stop()
+
+
+def test_a_slow_receiver_is_a_timeout_to_retry_and_a_closed_port_a_connection_error():
+    receiver = Receiver().start()
+    receiver.hold = threading.Event()
+    try:
+        assert webhook.post(webhook.session(), receiver.url(), b"{}", "d", "", 0.3).status == "retry"
+    finally:
+        receiver.hold.set()
+        receiver.stop()
+    got = webhook.post(webhook.session(), receiver.url(), b"{}", "d", "", 1)
+    assert got.status == "retry" and got.error.startswith("connection failed") and "t0ps3cret" not in got.error
 
 
 @pytest.fixture
@@ -123,6 +156,13 @@ def test_a_run_ending_and_an_old_run_read_from_the_files(make_app, orchestrator)
             conn.execute("UPDATE training_sessions SET status = 'failed', error_message = 'exit 3' WHERE run_id = 'r1'")
         row = conn.execute("SELECT event, severity, run FROM notifications WHERE run IS NOT NULL").fetchone()
         assert (row["event"], row["severity"]) == ("training.failed", "critical") and '"error":"exit 3"' in row["run"]
+        with database.transaction(conn):
+            conn.execute("INSERT INTO training_sessions (start_time, status, origin, run_id) VALUES (?, 'running',"
+                         " 'dashboard', 'r2')", (to_iso(datetime.now(timezone.utc)),))
+            conn.execute("UPDATE training_sessions SET status = 'completed' WHERE run_id = 'r2'")
+            conn.execute("UPDATE training_sessions SET status = 'completed' WHERE run_id = 'r2'")  # no change: no event
+        events = [r[0] for r in conn.execute("SELECT event FROM notifications WHERE run IS NOT NULL ORDER BY id")]
+        assert events == ["training.failed", "training.completed"]
     ingest(app)
 
 

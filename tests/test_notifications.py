@@ -139,6 +139,7 @@ def test_a_receiver_down_for_30_s_gets_everything_afterwards_in_order_once(orche
             events = [r["event"] for r in rows[known:]]
             assert events.count("training.failed") == 2 and events[-1] == "test", events
             assert events.index("alert.raised") < events.index("alert.cleared")
+        assert_no_secret_logged(server)
     finally:
         receiver.stop()
 
@@ -203,6 +204,7 @@ def test_sigkill_of_the_sending_worker_mid_delivery_loses_nothing(orchestrator, 
             assert [i for n, i in enumerate(arrived) if i not in arrived[:n]] == ids
             assert arrived.count(ids[0]) == 2 and arrived.count(ids[1]) == arrived.count(ids[2]) == 1
             assert rows[known]["attempts"] == arrived.count(ids[0])
+        assert_no_secret_logged(server)
     finally:
         receiver.stop()
 

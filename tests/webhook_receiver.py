@@ -11,8 +11,8 @@ from typing import Callable, Optional
 
 
 class Receiver:
-    """Records each POST; `answer(document)` gives the status (default 200); `hold` (an Event, when set by
-    the test) keeps each request waiting until it is set."""
+    """Records each POST; `answer(document)` gives the status (default 200), or (status, headers); `hold`
+    (an Event, when set by the test) keeps each request waiting until it is set."""
 
     def __init__(self, port: int = 0, answer: Optional[Callable[[dict], int]] = None):
         self.received: list[dict] = []
@@ -35,8 +35,11 @@ class Receiver:
                                               "path": self.path})
                 if receiver.hold is not None:
                     receiver.hold.wait(60)
-                status = receiver.answer(document)
+                answer = receiver.answer(document)
+                status, headers = answer if isinstance(answer, tuple) else (answer, {})
                 self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
