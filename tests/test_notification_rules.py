@@ -177,3 +177,13 @@ def test_the_schema_and_the_migration_build_the_same_triggers(tmp_path):
     with closing(sqlite3.connect(fresh)) as a, closing(sqlite3.connect(old)) as b:
         assert a.execute(query).fetchall() == b.execute(query).fetchall()
         assert len([1 for (kind, _) in a.execute(query) if kind == "trigger"]) == 5
+
+
+def test_the_test_notification_and_the_ack_need_the_key_like_every_post(make_app, orchestrator):
+    client = make_app(orchestrator(), API_KEY="k3y-for-posts").test_client()
+    for path in ("/api/system/notifications/test", "/api/system/alerts/training.overdue/ack"):
+        assert client.post(path).status_code == 401
+    answer = client.post("/api/system/notifications/test", headers={"Authorization": "Bearer k3y-for-posts"})
+    assert answer.status_code == 202 and answer.get_json() == {"queued": 0, "targets": [], "warnings": [
+        "no webhook targets: set ALERT_WEBHOOK_URLS (docs/notifications.md)"]}
+    assert client.get("/api/system/notifications").status_code == 200  # reads stay open without REQUIRE_AUTH_FOR_READS
