@@ -93,6 +93,11 @@ class Notifier(LeaderLoop):
                          delivery["delivery_id"], target.host, outcome.error, attempts, wait)
         return False
 
+    def start(self) -> "Notifier":
+        """Start the thread with a session of its own (none inherited across a fork)."""
+        self._http = None
+        return super().start()
+
     def _session(self):
         if self._http is None:
             self._http = webhook.session()

@@ -78,7 +78,7 @@ def session() -> requests.Session:
                           max_retries=Retry(total=0, redirect=0, raise_on_redirect=False, raise_on_status=False))
     s.mount("https://", adapter)
     s.mount("http://", adapter)
-    s.trust_env = False  # no .netrc credentials or proxy variables for a URL that may hold a token
+    s.auth = _no_auth  # as session.auth, so requests never swaps in .netrc credentials (proxies still apply)
     s.headers.update({"Content-Type": "application/json", "User-Agent": f"training-dashboard/{VERSION} (notifier)"})
     return s
 
@@ -105,6 +105,10 @@ def post(http: requests.Session, url: str, body: bytes, delivery_id: str, secret
     if 300 <= status < 400:
         return Outcome("failed", f"HTTP {status}: a redirect, not followed")
     return Outcome("failed", f"HTTP {status}")
+
+
+def _no_auth(request):
+    return request
 
 
 def _retry_after(value: Optional[str]) -> Optional[float]:
