@@ -187,3 +187,18 @@ def test_the_test_notification_and_the_ack_need_the_key_like_every_post(make_app
     assert answer.status_code == 202 and answer.get_json() == {"queued": 0, "targets": [], "warnings": [
         "no webhook targets: set ALERT_WEBHOOK_URLS (docs/notifications.md)"]}
     assert client.get("/api/system/notifications").status_code == 200  # reads stay open without REQUIRE_AUTH_FOR_READS
+
+
+def test_prune_forgets_old_notifications_but_never_a_pending_delivery(make_app, orchestrator):
+    app = make_app(orchestrator())
+    notifier = Notifier({**app.config, "ALERT_WEBHOOK_URLS": [URL]})
+    old = to_iso(datetime.now(timezone.utc) - timedelta(days=40))
+    with closing(database.connect(app.config["DATABASE_PATH"])) as conn:
+        with database.transaction(conn):
+            kept, gone = (outbox.queue(conn, "test", "info", created_at=old) for _ in range(2))
+        outbox.fan_out(conn, notifier.targets, notifier.wanted, old, old)
+        delivery = conn.execute("SELECT id FROM notification_deliveries WHERE notification_id = ?", (gone,)).fetchone()[0]
+        outbox.mark_sent(conn, delivery, old)
+        assert outbox.prune(conn, to_iso(datetime.now(timezone.utc) - timedelta(days=30))) == 1
+        assert [r[0] for r in conn.execute("SELECT id FROM notifications WHERE created_at = ?", (old,))] == [kept]
+        assert [r["status"] for r in outbox.recent(conn, 10)] == ["pending"]

@@ -33,8 +33,10 @@ class Notifications:
         return Payload(rows, [] if self.notify_targets else [NO_TARGETS])
 
     def test_notification(self) -> Payload:
+        hosts = [t.host for t in self.notify_targets]
+        if not hosts:
+            return Answer({"queued": 0, "targets": []}, [NO_TARGETS], 202)
         db = database.get_db()
         with database.transaction(db, read_by_provider=False):
             outbox.queue(db, "test", "info", created_at=to_iso(datetime.now(timezone.utc)))
-        hosts = [t.host for t in self.notify_targets]
-        return Answer({"queued": len(hosts), "targets": hosts}, [] if hosts else [NO_TARGETS], 202)
+        return Answer({"queued": len(hosts), "targets": hosts}, [], 202)

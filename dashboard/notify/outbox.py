@@ -144,6 +144,6 @@ def prune(conn: sqlite3.Connection, before: str) -> int:
     """Forget notifications created before `before` that have nothing pending; return how many went."""
     with transaction(conn, read_by_provider=False):
         return conn.execute(
-            "DELETE FROM notifications WHERE created_at < ? AND fanned_out = 1 AND NOT EXISTS (SELECT 1 FROM"
+            "DELETE FROM notifications WHERE created_at < ? AND NOT EXISTS (SELECT 1 FROM"
             " notification_deliveries AS d WHERE d.notification_id = notifications.id AND d.status = 'pending')",
             (before,)).rowcount
