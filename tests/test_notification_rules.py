@@ -40,7 +40,8 @@ def test_http_targets_need_the_insecure_switch_and_the_message_says_so_without_t
 
 def test_the_settings_are_typed_and_checked():
     config = load_config({"ALERT_WEBHOOK_URLS": f"{URL}, https://b.example.org/h", "ALERT_WEBHOOK_FORMAT": "SLACK"})
-    assert config["ALERT_WEBHOOK_URLS"] == [URL, "https://b.example.org/h"] and config["ALERT_WEBHOOK_FORMAT"] == "slack"
+    assert config["ALERT_WEBHOOK_URLS"] == [URL, "https://b.example.org/h"]
+    assert config["ALERT_WEBHOOK_FORMAT"] == "slack"
     assert config["ALERT_WEBHOOK_MIN_SEVERITY"] == "warning" and config["ALERT_WEBHOOK_RETRY_HOURS"] >= 24
     for name, value in (("ALERT_WEBHOOK_FORMAT", "xml"), ("ALERT_WEBHOOK_MIN_SEVERITY", "debug"),
                         ("ALERT_WEBHOOK_RETRY_HOURS", "2"), ("ALERT_WEBHOOK_TIMEOUT_SECONDS", "0")):
@@ -64,7 +65,8 @@ def test_the_signature_is_the_hmac_sha256_of_the_body():
     (204, webhook.Outcome("sent")),
     ((429, {"Retry-After": "120"}), webhook.Outcome("retry", "HTTP 429", 120.0)),
     (503, webhook.Outcome("retry", "HTTP 503")),
-    ((302, {"Location": "https://elsewhere.example/"}), webhook.Outcome("failed", "HTTP 302: a redirect, not followed")),
+    ((302, {"Location": "https://elsewhere.example/"}),
+     webhook.Outcome("failed", "HTTP 302: a redirect, not followed")),
     (404, webhook.Outcome("failed", "HTTP 404")),
 ])
 def test_each_answer_is_sent_retried_or_failed_and_a_redirect_is_not_followed(answer, outcome):
@@ -197,7 +199,8 @@ def test_prune_forgets_old_notifications_but_never_a_pending_delivery(make_app, 
         with database.transaction(conn):
             kept, gone = (outbox.queue(conn, "test", "info", created_at=old) for _ in range(2))
         outbox.fan_out(conn, notifier.targets, notifier.wanted, old, old)
-        delivery = conn.execute("SELECT id FROM notification_deliveries WHERE notification_id = ?", (gone,)).fetchone()[0]
+        delivery = conn.execute("SELECT id FROM notification_deliveries WHERE notification_id = ?",
+                                (gone,)).fetchone()[0]
         outbox.mark_sent(conn, delivery, old)
         assert outbox.prune(conn, to_iso(datetime.now(timezone.utc) - timedelta(days=30))) == 1
         assert [r[0] for r in conn.execute("SELECT id FROM notifications WHERE created_at = ?", (old,))] == [kept]

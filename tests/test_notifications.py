@@ -37,7 +37,8 @@ def write_result(root: Path, status: str, error: str | None = None, seconds_ago:
 def serve(root: Path, workdir: Path, receiver: Receiver, **env) -> Gunicorn:
     """The app under gunicorn (2 workers), its webhook the receiver (http: the insecure switch on); answers
     not cached, so each read shows the outbox as it is."""
-    settings = {"RESPONSE_CACHE_SECONDS": "0", "ALERT_WEBHOOK_URLS": receiver.url(), "CLOUD_ALLOW_INSECURE_HTTP": "true",
+    settings = {"RESPONSE_CACHE_SECONDS": "0", "ALERT_WEBHOOK_URLS": receiver.url(),
+                "CLOUD_ALLOW_INSECURE_HTTP": "true",
                 "ALERT_WEBHOOK_SECRET": SECRET, "ALERT_WEBHOOK_BACKOFF_MAX_SECONDS": "1", **HOST_ALERTS_OFF, **env}
     return Gunicorn(root, workdir, to_file=True, **settings)
 
@@ -213,15 +214,16 @@ def test_an_acknowledged_alert_sends_nothing_more_until_it_clears(orchestrator, 
     root, receiver = orchestrator(), Receiver().start()
     try:
         # Every agent below the threshold: alerts that remind every ~1 s, the clock of this test.
-        with serve(root, tmp_path / "srv", receiver, ALERT_WEBHOOK_REPEAT_MINUTES="0.02", QUALITY_THRESHOLD="10") as server:
+        with serve(root, tmp_path / "srv", receiver, ALERT_WEBHOOK_REPEAT_MINUTES="0.02",
+                   QUALITY_THRESHOLD="10") as server:
             settle(server, receiver)
             write_result(root, "failed", "oom")
             poll(lambda: of(receiver, "alert.raised", "training.last_run_failed"), lambda found: len(found) >= 2)
             status, alert = server.post_json("/api/system/alerts/training.last_run_failed/ack", {"note": "on it"})
             assert status == 200 and alert["acknowledged"] and alert["note"] == "on it"
             listed = {a["id"]: a for a in server.get_json("/api/system/alerts")[1]}
-            assert listed["training.last_run_failed"]["acknowledged"] is True
-            assert listed["training.last_run_failed"]["acknowledged_at"] and listed["training.last_run_failed"]["note"] == "on it"
+            acked = listed["training.last_run_failed"]
+            assert acked["acknowledged"] is True and acked["acknowledged_at"] and acked["note"] == "on it"
             other = next(a for a in listed.values() if not a["acknowledged"])
             assert other["note"] is None and other["acknowledged_at"] is None
             poll(lambda: deliveries(server), lambda rows: all(r["status"] != "pending" for r in rows))

@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -24,7 +23,8 @@ def test_promtool_accepts_the_rules():
 def test_the_rules_use_metrics_the_dashboard_exports(client):
     exported = set(re.findall(r"^# TYPE (\S+) ", client.get("/metrics").get_data(as_text=True), re.M))
     text = RULES.read_text(encoding="utf-8")
-    used = {name for expr in re.findall(r"^\s+expr: (.+)$", text, re.M) for name in re.findall(r"\b(dashboard_[a-z_]+)", expr)}
+    exprs = re.findall(r"^\s+expr: (.+)$", text, re.M)
+    used = {name for expr in exprs for name in re.findall(r"\b(dashboard_[a-z_]+)", expr)}
     assert used and used <= exported, used - exported
     alerts = set(re.findall(r"^\s+- alert: (\w+)$", text, re.M))
     assert {"TrainingRunFailed", "TrainingOverdue", "AgentBelowQualityThreshold", "HostCpuHigh"} <= alerts

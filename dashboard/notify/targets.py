@@ -32,7 +32,8 @@ def target_of(url: str, allow_insecure_http: bool) -> Target:
     except ValueError:
         raise ConfigError("ALERT_WEBHOOK_URLS has an invalid URL") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ConfigError(f"ALERT_WEBHOOK_URLS: each URL must be https:// with a host (one for {parts.hostname!r} is not)")
+        raise ConfigError("ALERT_WEBHOOK_URLS: each URL must be https:// with a host "
+                          f"(one for {parts.hostname!r} is not)")
     if parts.scheme == "http" and not allow_insecure_http:
         raise ConfigError(f"ALERT_WEBHOOK_URLS: the URL for {parts.hostname} must use https:// (alerts and their "
                           "signature would travel in clear text). Set CLOUD_ALLOW_INSECURE_HTTP=true only for a "
