@@ -15,6 +15,7 @@ import pytest
 import database
 from app import create_app
 from conftest import ingest
+from servers import Gunicorn
 from webhook_receiver import Receiver, signed
 from dashboard.config import ConfigError, load_config
 from dashboard.notify import outbox, webhook
@@ -205,3 +206,13 @@ def test_prune_forgets_old_notifications_but_never_a_pending_delivery(make_app, 
         assert outbox.prune(conn, to_iso(datetime.now(timezone.utc) - timedelta(days=30))) == 1
         assert [r[0] for r in conn.execute("SELECT id FROM notifications WHERE created_at = ?", (old,))] == [kept]
         assert [r["status"] for r in outbox.recent(conn, 10)] == ["pending"]
+
+
+def test_gunicorn_will_not_start_with_an_http_webhook_and_says_why(orchestrator, tmp_path):
+    server = Gunicorn(orchestrator(days=0), tmp_path / "srv", to_file=True, GUNICORN_WORKERS="1",
+                      ALERT_WEBHOOK_URLS="http://127.0.0.1:9/hook?token=t0ps3cret", CLOUD_ALLOW_INSECURE_HTTP="false")
+    server.launch()
+    assert server.proc.wait(timeout=60) != 0
+    output = server.output.read_text(errors="replace")
+    assert "must use https://" in output and "CLOUD_ALLOW_INSECURE_HTTP=true" in output
+    assert "t0ps3cret" not in output
