@@ -20,7 +20,7 @@ from dashboard.config import VERSION
 
 CONNECT_TIMEOUT = 3.05
 BACKOFF_FIRST_SECONDS = 1.0
-RETRY_STATUSES = frozenset({408, 425, 429})  # and every 5xx
+RETRY_STATUSES = frozenset({429})  # and every 5xx; any other 4xx is a refusal for good
 ICONS = {"alert.raised": ":rotating_light:", "alert.cleared": ":white_check_mark:", "training.failed": ":x:",
          "training.completed": ":tada:", "test": ":wave:"}
 
@@ -84,8 +84,8 @@ def session() -> requests.Session:
 
 
 def post(http: requests.Session, url: str, body: bytes, delivery_id: str, secret: str, timeout: float) -> Outcome:
-    """POST one delivery and classify the answer: 2xx sent; a connection error, a timeout, 408/425/429 and
-    5xx retried; a redirect and any other 4xx failed for good."""
+    """POST one delivery and classify the answer: 2xx sent; a connection error, a timeout, 429 and 5xx
+    retried; a redirect and any other 4xx failed for good."""
     headers = {"X-Dashboard-Delivery": delivery_id}
     if secret:
         headers["X-Dashboard-Signature"] = signature(secret, body)
