@@ -114,7 +114,7 @@ def test_a_raised_alert_and_its_clearing_arrive_once_signed_within_5_s(orchestra
         receiver.stop()
 
 
-def test_a_receiver_down_for_30_s_gets_everything_afterwards_in_order_once(orchestrator, tmp_path):
+def test_a_receiver_down_for_30_s_and_a_restart_lose_nothing_and_send_nothing_twice(orchestrator, tmp_path):
     root, receiver = orchestrator(), Receiver().start()
     try:
         with serve(root, tmp_path / "srv", receiver) as server:
@@ -131,6 +131,8 @@ def test_a_receiver_down_for_30_s_gets_everything_afterwards_in_order_once(orche
             poll(lambda: time.monotonic() - down_at, lambda waited: waited >= 30, deadline_seconds=40)
             queued = deliveries(server)[known:]
             assert {r["status"] for r in queued} == {"pending"}
+            assert server.stop() == 0  # a restart meanwhile: the outbox is in the database
+            server.start()
             receiver.start()
             rows = poll(lambda: deliveries(server), lambda rows: all(r["status"] == "sent" for r in rows))[-1]
             arrived = [r["headers"]["X-Dashboard-Delivery"] for r in receiver.requests()]
