@@ -14,10 +14,11 @@ test: $(VENV)/.installed-dev test-packages
 	$(PY) -m pytest
 
 ## Debian's packages the tests run, installed when absent (as root): Chromium and its driver for the browser
-## test (tests/test_page.py), nginx for the reverse-proxy test (tests/test_nginx.py).
+## test (tests/test_page.py), nginx for the reverse-proxy test (tests/test_nginx.py), prometheus for promtool
+## (tests/test_prometheus_rules.py checks deploy/prometheus/alerts.yml).
 test-packages:
-	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver && test -x /usr/sbin/nginx || \
-		(apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver nginx)
+	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver && test -x /usr/sbin/nginx && test -x /usr/bin/promtool || \
+		(apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver nginx prometheus)
 
 ## Two weeks of history written by the example orchestrator itself (skipped when present).
 example-data: $(VENV)/.installed

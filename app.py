@@ -10,6 +10,8 @@ from flask import Flask
 
 import database
 from dashboard.config import PROJECT_DIR, load_config
+from dashboard.notify.notifier import Notifier
+from dashboard.notify.targets import targets_of
 from dashboard.ops.ingester import Ingester
 from dashboard.ops import startup
 from dashboard.ops.instance_lock import StateFolderInUse
@@ -57,6 +59,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     enable_cors(app)
     start_sampler(app)
     start_ingester(app)
+    start_notifier(app)
     return app
 
 
@@ -77,6 +80,17 @@ def start_ingester(app: Flask) -> None:
     ingester = app.extensions["ingester"] = Ingester(app.config)
     if app.config["INGEST_SECONDS"] > 0:
         ingester.start()
+
+
+def start_notifier(app: Flask) -> None:
+    """For a provider that reads files, with ALERT_WEBHOOK_URLS set: the notifier (extensions["notifier"]), its
+    thread running when NOTIFY_SECONDS > 0; one process across workers sends. A bad URL stops the start."""
+    targets = targets_of(app.config)
+    if not targets or not app.extensions["provider"].reads_files:
+        return
+    notifier = app.extensions["notifier"] = Notifier(app.config)
+    if app.config["NOTIFY_SECONDS"] > 0:
+        notifier.start()
 
 
 def __getattr__(name: str):

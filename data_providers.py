@@ -9,7 +9,7 @@ import importlib
 from abc import ABC, abstractmethod
 from typing import Iterator, Optional
 
-from dashboard.contract import NewProject, Payload, StartTraining
+from dashboard.contract import AckAlert, NewProject, Payload, StartTraining
 
 
 class DataProvider(ABC):
@@ -98,6 +98,18 @@ class DataProvider(ABC):
     def system_audit(self, limit: int) -> Payload:
         """GET /api/system/audit (list of contract.AuditEntry): this instance's own writes, from its database
         (a cloud proxy lists the writes made through it, not the upstream's)."""
+
+    @abstractmethod
+    def acknowledge_alert(self, alert_id: str, ack: AckAlert) -> Payload:
+        """POST /api/system/alerts/<alert_id>/ack (contract.Alert, acknowledged); 404 when not active."""
+
+    @abstractmethod
+    def system_notifications(self, limit: int) -> Payload:
+        """GET /api/system/notifications (list of contract.NotificationDelivery, newest first)."""
+
+    @abstractmethod
+    def test_notification(self) -> Payload:
+        """POST /api/system/notifications/test (contract.NotificationTestQueued, answered 202)."""
 
     @abstractmethod
     def training_logs(self, limit: int, offset: int) -> Payload:

@@ -184,10 +184,17 @@ def migrate(path: Path | str) -> int:
 
 
 def _execute_all(conn: sqlite3.Connection, script: str) -> None:
-    """Each statement of `script` (split on ";"), in the caller's transaction (executescript would commit)."""
-    for statement in script.split(";"):
-        if statement.strip():
-            conn.execute(statement.strip())
+    """Each statement of `script`, in the caller's transaction (executescript would commit). A piece ends at a
+    ";" that SQLite calls the end of a complete statement, so a trigger's body stays whole."""
+    statement = ""
+    for piece in script.split(";"):
+        statement += piece + ";"
+        if sqlite3.complete_statement(statement):
+            if statement.strip(" \n;"):
+                conn.execute(statement)
+            statement = ""
+    if statement.strip(" \n;"):
+        conn.execute(statement)
 
 
 def get_db() -> sqlite3.Connection:

@@ -44,6 +44,16 @@ def _number(environ: Mapping[str, str], name: str, default: float, lo: float, hi
     return value
 
 
+def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (case-insensitive); the first when unset."""
+    raw = environ.get(name, "").strip().lower()
+    if raw == "":
+        return choices[0]
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 def _path(environ: Mapping[str, str], name: str, default: Path) -> Path:
     raw = environ.get(name, "").strip()
     path = Path(raw).expanduser() if raw else default
@@ -73,6 +83,18 @@ def load_config(environ: Mapping[str, str]) -> dict[str, Any]:
         "HEALTH_RETENTION_DAYS": _number(environ, "HEALTH_RETENTION_DAYS", 30, 1, 3650, int),
         **{f"ALERT_{res}_{level}": _number(environ, f"ALERT_{res}_{level}", default, 0, 100)
            for res in ("CPU", "MEMORY", "DISK") for level, default in (("WARNING", 85.0), ("CRITICAL", 95.0))},
+        # Alert notifications (docs/notifications.md); the URLs are checked by dashboard/notify/targets.py
+        "ALERT_WEBHOOK_URLS": [u.strip() for u in environ.get("ALERT_WEBHOOK_URLS", "").split(",") if u.strip()],
+        "ALERT_WEBHOOK_FORMAT": _choice(environ, "ALERT_WEBHOOK_FORMAT", ("json", "slack")),
+        "ALERT_WEBHOOK_SECRET": environ.get("ALERT_WEBHOOK_SECRET", "").strip(),
+        "ALERT_WEBHOOK_MIN_SEVERITY": _choice(environ, "ALERT_WEBHOOK_MIN_SEVERITY", ("warning", "info", "critical")),
+        "ALERT_WEBHOOK_TIMEOUT_SECONDS": _number(environ, "ALERT_WEBHOOK_TIMEOUT_SECONDS", 10, 0.1, 120),
+        "ALERT_WEBHOOK_NOTIFY_COMPLETED": _bool(environ, "ALERT_WEBHOOK_NOTIFY_COMPLETED", False),
+        "ALERT_WEBHOOK_REPEAT_MINUTES": _number(environ, "ALERT_WEBHOOK_REPEAT_MINUTES", 240, 0, 10080),
+        "ALERT_WEBHOOK_RETRY_HOURS": _number(environ, "ALERT_WEBHOOK_RETRY_HOURS", 48, 24, 720),
+        "ALERT_WEBHOOK_BACKOFF_MAX_SECONDS": _number(environ, "ALERT_WEBHOOK_BACKOFF_MAX_SECONDS", 900, 0.1, 86400),
+        "NOTIFY_SECONDS": _number(environ, "NOTIFY_SECONDS", 1, 0, 3600),
+        "DASHBOARD_PUBLIC_URL": environ.get("DASHBOARD_PUBLIC_URL", "").strip().rstrip("/"),
         # Training control
         "TRAINING_COMMAND": environ.get("TRAINING_COMMAND", "").strip() or "python orchestrator.py train --verbose",
         "TRAINING_STOP_GRACE_SECONDS": _number(environ, "TRAINING_STOP_GRACE_SECONDS", 10, 0, 3600),

@@ -316,6 +316,38 @@ class Alert(Shape):
     source: str
     message: str
     since: Time
+    acknowledged: bool  # POST /api/system/alerts/<id>/ack; false again once the ack's minutes pass
+    acknowledged_at: Time
+    note: Optional[str]
+
+
+class AckAlert(Shape):
+    """POST /api/system/alerts/<alert_id>/ack body (optional): a note, and minutes after which the ack lapses
+    (absent: until the alert clears)."""
+
+    note: Optional[str] = Field(default=None, max_length=500)
+    minutes: Optional[int] = Field(default=None, ge=1, le=10080)
+
+
+class NotificationDelivery(Shape):
+    """One notification to one webhook target (GET /api/system/notifications)."""
+
+    delivery_id: str
+    event: Literal["alert.raised", "alert.cleared", "training.failed", "training.completed", "test"]
+    alert_id: Optional[str]
+    target: str  # the target's host (and port), never its path or query
+    status: Literal["pending", "sent", "failed"]
+    attempts: int
+    last_error: Optional[str]
+    created_at: str
+    sent_at: Time
+
+
+class NotificationTestQueued(WithWarnings):
+    """POST /api/system/notifications/test: a test notification queued for every target."""
+
+    queued: int
+    targets: list[str]
 
 
 class AuditEntry(Shape):

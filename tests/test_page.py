@@ -834,3 +834,24 @@ def test_a_run_that_has_not_logged_its_first_phase_shows_starting(_built, tmp_pa
         browser.get("about:blank")
         console_errors(browser)
         stop_server(srv)
+
+
+def test_an_alerts_ack_button_acknowledges_it(server, browser):
+    """Each active alert has an Ack button; a click acknowledges it (the API says so) and the alert shows
+    as acknowledged instead of the button."""
+    console_errors(browser)
+    open_page(browser, server)
+    button = '#alerts-list li[data-acknowledged="false"] button[data-action="ack"]'
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, button))
+    # The list is drawn afresh on every stream event: find and click in one step, read it back by script.
+    alert_id = browser.execute_script("const b = document.querySelector(arguments[0]); b.click();"
+                                      " return b.dataset.alertId", button)
+    shown = ("const li = document.querySelector(`#alerts-list li[data-alert-id=\"${arguments[0]}\"]`);"
+             " return li && [li.dataset.acknowledged, !!li.querySelector('button[data-action=ack]'),"
+             " li.querySelector('.acked')?.textContent ?? '']")
+    wait(browser).until(lambda d: (seen := d.execute_script(shown, alert_id)) and seen[0] == "true")
+    acknowledged, has_button, label = browser.execute_script(shown, alert_id)
+    assert not has_button and label.startswith("acknowledged")
+    listed = {a["id"]: a for a in server.get_json("/api/system/alerts")[1]}
+    assert listed[alert_id]["acknowledged"] is True and listed[alert_id]["acknowledged_at"]
+    assert console_errors(browser) == []

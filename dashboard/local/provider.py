@@ -19,8 +19,9 @@ from dashboard.ops import host_health as health
 from dashboard.store import history_reads
 from dashboard.store import history_store
 from dashboard.local import log_views, run_record
+from dashboard.local.notifications import Notifications
 from dashboard.ops import sampler
-from dashboard.store import storyboard_store
+from dashboard.store import alert_acks, storyboard_store
 from dashboard.training import control as training_control
 from dashboard.local import training_progress
 from dashboard.local.agent_rows import agent_row, agent_rows
@@ -35,6 +36,7 @@ from dashboard.local.orchestrator_state import SYSTEM_KEY, OrchestratorState, or
 from dashboard.local.parse_cache import ParseCache
 from dashboard.local.runs import runs_from_files, runs_history
 from dashboard.store.versioned_memo import VersionedMemo
+from dashboard.timestamps import to_iso
 
 
 ERROR_LEVELS = ("ERROR", "CRITICAL", "WARNING")
@@ -51,7 +53,7 @@ def describe_schedule(expression: str) -> str:
     return _descriptions.get_or_compute(expression, lambda: get_description(expression))
 
 
-class LocalDataProvider(DataProvider):
+class LocalDataProvider(Notifications, DataProvider):
     """Reads the history the ingester recorded in SQLite, overlaid with what the orchestrator's files
     under ORCHESTRATOR_PATH say right now; stores projects. Reads never write."""
 
@@ -68,6 +70,7 @@ class LocalDataProvider(DataProvider):
         self.training = training_control.TrainingController(config)
         self.alert_limits = {k: v for k, v in config.items() if k.startswith("ALERT_")}
         self.db_path = config["DATABASE_PATH"]
+        self.init_notifications(config)
         # What the files hold, parsed, with the store version and day it was read at (see state()).
         self._files: tuple = (None, None, [])
         # Each file's parse (one version per file), kept while the file is unchanged.
@@ -451,7 +454,8 @@ class LocalDataProvider(DataProvider):
         sample = self._from_db(s, lambda db: sampler.alert_sample(db, self.disk_path, s.now_utc))
         current = alert_rules.current_alerts(s, rows or agent_rows(s), self.threshold,
                                              sample or health.current(self.disk_path), self.alert_limits)
-        return events.with_starts(current, self._from_db(s, events.alert_starts, key="alert_starts") or {})
+        current = events.with_starts(current, self._from_db(s, events.alert_starts, key="alert_starts") or {})
+        return alert_acks.with_acks(current, self._from_db(s, alert_acks.acks, key="alert_acks") or {}, to_iso(s.now_utc))
 
     # --- logs ---
 

@@ -138,5 +138,77 @@ MIGRATIONS: list[str] = [
     ALTER TABLE training_sessions ADD COLUMN started_by TEXT;
     ALTER TABLE training_sessions ADD COLUMN stopped_by TEXT
     """,
+    # 9: alert notifications: acknowledgements, the outbox of notifications and their deliveries per webhook
+    # target, and the triggers that write a notification in the transaction of an alert's change or a run's
+    # end (schema.sql has the comments).
+    """
+    CREATE TABLE alert_acks (
+        alert_id TEXT PRIMARY KEY,
+        acknowledged_at TEXT NOT NULL,
+        note TEXT,
+        until TEXT  -- the ack lapses then; null: until the alert clears
+    );
+    CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY,
+        event TEXT NOT NULL,  -- alert.raised, alert.cleared, training.failed, training.completed, test
+        severity TEXT NOT NULL,
+        alert_id TEXT,
+        alert TEXT,  -- JSON {id, severity, source, message, since, ended_at}
+        run TEXT,  -- JSON {run_id, status, error, started_at, finished_at}
+        created_at TEXT NOT NULL,
+        fanned_out INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX idx_notifications_to_fan_out ON notifications (id) WHERE fanned_out = 0;
+    CREATE INDEX idx_notifications_alert ON notifications (alert_id, event, created_at);
+    CREATE TABLE notification_deliveries (
+        id INTEGER PRIMARY KEY,
+        delivery_id TEXT NOT NULL UNIQUE,
+        notification_id INTEGER NOT NULL REFERENCES notifications (id) ON DELETE CASCADE,
+        target TEXT NOT NULL,  -- a hash of the webhook URL (which may hold a token): never the URL itself
+        host TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',  -- pending, sent, failed
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        sent_at TEXT
+    );
+    CREATE INDEX idx_deliveries_pending ON notification_deliveries (target, id) WHERE status = 'pending';
+    CREATE INDEX idx_deliveries_created ON notification_deliveries (created_at);
+    CREATE TRIGGER notify_alert_raised AFTER INSERT ON alerts BEGIN
+        INSERT INTO notifications (event, severity, alert_id, alert, created_at) VALUES ('alert.raised', NEW.severity,
+            NEW.id, json_object('id', NEW.id, 'severity', NEW.severity, 'source', NEW.source, 'message', NEW.message,
+            'since', NEW.since, 'ended_at', NULL), strftime('%Y-%m-%dT%H:%M:%SZ', 'now'));
+    END;
+    CREATE TRIGGER notify_alert_escalated AFTER UPDATE OF severity ON alerts
+    WHEN OLD.severity IS NOT NEW.severity AND NOT EXISTS (SELECT 1 FROM alert_acks WHERE alert_id = NEW.id) BEGIN
+        INSERT INTO notifications (event, severity, alert_id, alert, created_at) VALUES ('alert.raised', NEW.severity,
+            NEW.id, json_object('id', NEW.id, 'severity', NEW.severity, 'source', NEW.source, 'message', NEW.message,
+            'since', NEW.since, 'ended_at', NULL), strftime('%Y-%m-%dT%H:%M:%SZ', 'now'));
+    END;
+    CREATE TRIGGER notify_alert_cleared AFTER DELETE ON alerts BEGIN
+        DELETE FROM alert_acks WHERE alert_id = OLD.id;
+        INSERT INTO notifications (event, severity, alert_id, alert, created_at) VALUES ('alert.cleared', OLD.severity,
+            OLD.id, json_object('id', OLD.id, 'severity', OLD.severity, 'source', OLD.source, 'message', OLD.message,
+            'since', OLD.since, 'ended_at', strftime('%Y-%m-%dT%H:%M:%SZ', 'now')), strftime('%Y-%m-%dT%H:%M:%SZ', 'now'));
+    END;
+    CREATE TRIGGER notify_run_recorded AFTER INSERT ON training_sessions
+    WHEN NEW.status NOT IN ('running', 'stopped', 'unknown', 'skipped', 'simulated')
+        AND COALESCE(NEW.end_time, NEW.start_time) >= strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-1 hour') BEGIN
+        INSERT INTO notifications (event, severity, run, created_at) VALUES (
+            CASE WHEN NEW.status IN ('completed', 'success') THEN 'training.completed' ELSE 'training.failed' END,
+            CASE WHEN NEW.status IN ('completed', 'success') THEN 'info' ELSE 'critical' END,
+            json_object('run_id', NEW.run_id, 'status', NEW.status, 'error', NEW.error_message,
+                        'started_at', NEW.start_time, 'finished_at', NEW.end_time), strftime('%Y-%m-%dT%H:%M:%SZ', 'now'));
+    END;
+    CREATE TRIGGER notify_run_ended AFTER UPDATE OF status ON training_sessions
+    WHEN OLD.status = 'running' AND NEW.status NOT IN ('running', 'stopped', 'unknown', 'skipped', 'simulated') BEGIN
+        INSERT INTO notifications (event, severity, run, created_at) VALUES (
+            CASE WHEN NEW.status IN ('completed', 'success') THEN 'training.completed' ELSE 'training.failed' END,
+            CASE WHEN NEW.status IN ('completed', 'success') THEN 'info' ELSE 'critical' END,
+            json_object('run_id', NEW.run_id, 'status', NEW.status, 'error', NEW.error_message,
+                        'started_at', NEW.start_time, 'finished_at', NEW.end_time), strftime('%Y-%m-%dT%H:%M:%SZ', 'now'));
+    END;
+    """,
 ]
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import quote
 
-from dashboard.contract import (AgentDetail, AgentsHealth, AgentStatusRow, Alert, ApiStatus, AuditEntry, ComparisonRow,
-                      EndpointInfo, HealthHistory, LogEvent, MetricHistory, MetricsQuality, NewProject, Overview,
-                      Project, ProjectSummary, QuickStats, StartTraining, SystemHealth, TrainingLogs, TrainingRun,
-                      TrainingRunRecord, TrainingSchedule, TrainingSession, TrainingStarted, TrainingStatus, Trends)
-from dashboard.web.queries import Days, EventPage, Export, Hours, Limit, ProjectPage, RecentLogs
+from dashboard.contract import (AckAlert, AgentDetail, AgentsHealth, AgentStatusRow, Alert, ApiStatus, AuditEntry,
+                                ComparisonRow, EndpointInfo, HealthHistory, LogEvent, MetricHistory, MetricsQuality,
+                                NewProject, NotificationDelivery, NotificationTestQueued, Overview, Project,
+                                ProjectSummary, QuickStats, StartTraining, SystemHealth, TrainingLogs, TrainingRun,
+                                TrainingRunRecord, TrainingSchedule, TrainingSession, TrainingStarted, TrainingStatus,
+                                Trends)
+from dashboard.web.queries import Days, EventPage, Export, Hours, Limit, Notifications, ProjectPage, RecentLogs
 
 # What a request needs (docs/access.md): `open` nothing; `read` a key only with REQUIRE_AUTH_FOR_READS;
 # `operate` (training start and stop) and `admin` (everything else) a key of that scope or above, once any
@@ -134,7 +136,17 @@ TABLE: tuple[Endpoint, ...] = (
     get("/api/system/errors", "system_errors", list[LogEvent],
         "The newest ERROR and WARNING log events, newest first.", query=Limit),
     get("/api/system/alerts", "system_alerts", list[Alert],
-        "Active alerts with severity, source, message and since when."),
+        "Active alerts with severity, source, message, since when, and whether acknowledged (with the note)."),
+    post("/api/system/alerts/<alert_id>/ack", "acknowledge_alert", Alert,
+         'Acknowledge an active alert (body {"note": str, "minutes": 1-10080} optional): it notifies nothing more '
+         "but its clearing (until the minutes pass); 404 for an alert not active.",
+         body=AckAlert, body_required=False, errors=(404,)),
+    get("/api/system/notifications", "system_notifications", list[NotificationDelivery],
+        "The newest `limit` webhook deliveries (1-1000, default 50), newest first: event, target host, status.",
+        query=Notifications),
+    post("/api/system/notifications/test", "test_notification", NotificationTestQueued,
+         "Queue a test notification to every webhook target (ALERT_WEBHOOK_URLS); 202 with the targets.",
+         codes=(202,)),
     get("/api/system/audit", "system_audit", list[AuditEntry],
         "Every POST under /api/ on this instance, newest first (`limit`, 1-1000, default 50): when, which key"
         " (its name; anonymous while no key exists), from where, and the status it got.",

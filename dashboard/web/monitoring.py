@@ -18,6 +18,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 import database
 from dashboard.store import events
+from dashboard.timestamps import parse_iso
 from dashboard.web.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,10 @@ class DashboardCollector:
         if finished:
             last.add_metric([finished[0]["status"]], 1.0)
         yield last
+        ended = next((parse_iso(r["finished_at"]) for r in finished if r.get("finished_at")), None)
+        if ended is not None:  # for an "overdue" rule: time() - this > the schedule's interval
+            yield GaugeMetricFamily("dashboard_training_last_finished_timestamp_seconds",
+                                    "Unix time the newest finished run ended", value=ended.timestamp())
         quality = GaugeMetricFamily("dashboard_agent_quality_score",
                                     "Latest quality score (0-10) of each listed agent (the first MAX_AGENTS)",
                                     labels=["agent"])

@@ -57,3 +57,7 @@ class ProjectPage(Query):
 class Export(Query):
     format: Annotated[ExportFormat, Field(description="file format of the download")] = "json"
     days: DaysBack = 7
+
+
+class Notifications(Query):
+    limit: Annotated[int, Field(ge=1, le=1000, description="how many deliveries at most")] = 50

@@ -347,12 +347,18 @@ function renderAlerts(alerts, warnings = []) {
   const list = (Array.isArray(alerts) ? alerts : []).slice().sort((a, b) =>
     (a.severity === 'critical' ? 0 : 1) - (b.severity === 'critical' ? 0 : 1)
     || String(b.since ?? '').localeCompare(String(a.since ?? '')));
-  const items = list.map((alert) => h('li', { class: 'alert-item', 'data-severity': alert.severity, 'data-alert-id': alert.id },
+  const items = list.map((alert) => h('li', { class: 'alert-item', 'data-severity': alert.severity, 'data-alert-id': alert.id,
+    'data-acknowledged': alert.acknowledged ? 'true' : 'false' },
     h('div', { class: 'meta' },
       h('span', { class: 'sev' }, alert.severity ?? DASH),
       h('span', { class: 'src' }, alert.source ?? DASH),
-      h('span', {}, 'since ', timeNode(alert.since))),
-    h('p', { class: 'text' }, alert.message ?? DASH)));
+      h('span', {}, 'since ', timeNode(alert.since)),
+      alert.acknowledged
+        ? h('span', { class: 'acked' }, 'acknowledged ', timeNode(alert.acknowledged_at))
+        : h('button', { type: 'button', class: 'btn small ack', 'data-action': 'ack', 'data-alert-id': alert.id,
+          title: 'Acknowledge: no more notifications for this alert until it clears' }, 'Ack')),
+    h('p', { class: 'text' }, alert.message ?? DASH),
+    alert.acknowledged && alert.note ? h('p', { class: 'ack-note' }, alert.note) : null));
   $('#alerts-list').replaceChildren(...items);
   showEmpty('alerts-list', items.length === 0);
   notes('alerts-list', { warnings });
@@ -362,6 +368,19 @@ function renderAlerts(alerts, warnings = []) {
 }
 
 const loadAlerts = loader('/api/system/alerts', renderAlerts, 'alerts-list');
+
+/** The Ack button of an alert: acknowledge it, then show the alerts afresh. */
+async function acknowledge(button) {
+  button.disabled = true;
+  try {
+    await api(`/api/system/alerts/${encodeURIComponent(button.dataset.alertId)}/ack`,
+      { method: 'POST', body: {}, userAction: true });
+    await loadAlerts();
+  } catch (err) {
+    button.disabled = false;
+    notes('alerts-list', { error: err });
+  }
+}
 
 // ---------- logs ----------
 
@@ -536,6 +555,8 @@ function start() {
     if (run) { openRun(run.dataset.openRun); return; }
     const agent = event.target.closest('[data-open-agent]');
     if (agent) { openAgent(agent.dataset.openAgent); return; }
+    const ack = event.target.closest('button[data-action="ack"]');
+    if (ack) { acknowledge(ack); return; }
     const close = event.target.closest('dialog [data-close]');
     if (close) close.closest('dialog').close();
   });

@@ -1,0 +1,1 @@
+"""Alert notifications: webhook targets, the outbox in SQLite and the one process that delivers it."""
