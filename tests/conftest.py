@@ -97,9 +97,16 @@ def make_app(tmp_path):
         if settings.get("INGEST_SECONDS", 0) == 0:
             with contextlib.suppress(sqlite3.Error, OSError):  # a test of a broken database
                 ingest(app)
+        apps.append(app)
         return app
 
-    return make
+    apps: list = []
+    yield make
+    for app in apps:  # its background loops end with the test (its tmp_path goes)
+        for name in ("ingester", "sampler", "notifier"):
+            loop = app.extensions.get(name)
+            if loop is not None and getattr(loop, "_thread", None) is not None:
+                loop.stop()
 
 
 def get_route_urls(app, values: dict, every: bool = False) -> list[str]:

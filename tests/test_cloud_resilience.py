@@ -140,7 +140,9 @@ def test_after_the_reset_one_probe_goes_through_and_decides(tmp_path):
                 others = list(pool.map(lambda _: call("GET", b.base + STATUS), range(7)))
             stub.gate.set()
             assert probe.result()[-1].json() == [AGENT_ROW]
-        assert all(refused(r, reset) for r in others)  # refused while the probe was in flight
+        # refused while the probe was in flight
+        assert all(refused(r, reset) for r in others), [(r.status_code, r.headers.get("Retry-After"), r.text[:200])
+                                                        for r in others]
         assert stub.count("GET", STATUS) == 1
         assert call("GET", b.base + STATUS).json() == [AGENT_ROW]  # closed: calls go through again
         assert stub.count("GET", STATUS) == 2
