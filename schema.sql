@@ -29,6 +29,8 @@ CREATE INDEX IF NOT EXISTS idx_events_time ON events (timestamp);
 CREATE INDEX IF NOT EXISTS idx_events_type_time ON events (event_type, timestamp);
 CREATE UNIQUE INDEX IF NOT EXISTS idx_events_fingerprint ON events (fingerprint) WHERE fingerprint IS NOT NULL;
 CREATE INDEX IF NOT EXISTS idx_events_severity_time ON events (severity, timestamp);
+-- The log views' newest events, without the audit's rows (however many writes there were).
+CREATE INDEX IF NOT EXISTS idx_events_log_time ON events (timestamp, id) WHERE event_type <> 'api_write';
 
 CREATE TABLE IF NOT EXISTS training_sessions (
     id INTEGER PRIMARY KEY,

@@ -136,3 +136,22 @@ def test_anonymous_writes_through_a_proxy_only_when_allowed(tmp_path):
     assert refused.status_code == 403 and "CLOUD_ALLOW_ANONYMOUS_WRITES" in refused.get_json()["error"]
     # let through: the upstream (a closed port) answers nothing
     assert proxy(CLOUD_ALLOW_ANONYMOUS_WRITES=True).post(CREATE, json={"name": "x"}).status_code in (502, 503, 504)
+
+
+def test_the_log_views_reach_their_newest_events_past_any_number_of_audit_rows(tmp_path):
+    """Writes add audit rows without bound; the log views' query walks an index that leaves them out."""
+    from dashboard.store import audit, events
+    path = tmp_path / "db.sqlite"
+    database.migrate(path)
+    with closing(database.connect(path)) as conn:
+        events.record_event(conn, "training_started", "a log line")
+        for n in range(200):
+            audit.record(conn, "anonymous", "127.0.0.1", "POST", "/api/storyboard/project/create", 201)
+        conn.commit()
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        assert [e["message"] for e in events.newest_events(conn, 5)] == ["a log line"]
+        conn.set_trace_callback(None)
+        query = next(s for s in statements if s.lstrip().startswith("SELECT"))
+        plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + query))
+    assert "idx_events_log_time" in plan and "TEMP B-TREE" not in plan, plan

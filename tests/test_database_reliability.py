@@ -455,7 +455,7 @@ def test_schema_sql_is_what_the_migrations_build(tmp_path):
         migrated = schema_of(conn)
     with opened(created) as conn:
         assert schema_of(conn) == migrated
-    assert len(migrated["tables"]) == 17 and len(migrated["indexes"]) == 33
+    assert len(migrated["tables"]) == 17 and len(migrated["indexes"]) == 34
 
 
 # plan T07

@@ -136,7 +136,8 @@ MIGRATIONS: list[str] = [
         last_used_at TEXT
     );
     ALTER TABLE training_sessions ADD COLUMN started_by TEXT;
-    ALTER TABLE training_sessions ADD COLUMN stopped_by TEXT
+    ALTER TABLE training_sessions ADD COLUMN stopped_by TEXT;
+    CREATE INDEX idx_events_log_time ON events (timestamp, id) WHERE event_type <> 'api_write'
     """,
     # 9: alert notifications: acknowledgements, the outbox of notifications and their deliveries per webhook
     # target, and the triggers that write a notification in the transaction of an alert's change or a run's
