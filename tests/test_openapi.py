@@ -362,8 +362,8 @@ def _document(**config) -> dict:
     it depends on."""
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app({"TESTING": True, "ORCHESTRATOR_PATH": Path(tmp), "DATABASE_PATH": Path(tmp) / "db.sqlite",
-                          "LOG_FILE": None, "HEALTH_SAMPLE_SECONDS": 0, "TRAINING_RUNS_DIR": Path(tmp) / "runs",
-                          **config})
+                          "LOG_FILE": None, "HEALTH_SAMPLE_SECONDS": 0, "INGEST_SECONDS": 0,
+                          "TRAINING_RUNS_DIR": Path(tmp) / "runs", **config})
         return openapi.document(app)
 
 
