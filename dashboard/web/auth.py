@@ -17,8 +17,6 @@ import sqlite3
 from typing import Callable, NamedTuple, Optional
 
 from flask import Flask, current_app, g, request
-from werkzeug.exceptions import HTTPException
-from werkzeug.routing import RequestRedirect
 
 import database
 from dashboard.cloud.client import check_key
@@ -133,22 +131,9 @@ def caller() -> Optional[str]:
 
 
 def path_scopes(app: Flask) -> Callable[[str], str]:
-    """path -> the scope a GET of it needs (the route's row; remembered per path, a few thousand at most)."""
-    remembered: dict[str, str] = {}
-
-    def scope(path: str) -> str:
-        found = remembered.get(path)
-        if found is None:
-            try:
-                endpoint, _args = app.url_map.bind("localhost").match(path, method="GET")
-            except (HTTPException, RequestRedirect):
-                endpoint = None
-            found = scope_of(endpoints.rows_of(app).get(endpoint), "GET", path)
-            if len(remembered) >= 4096:
-                remembered.clear()
-            remembered[path] = found
-        return found
-    return scope
+    """path -> the scope a GET of it needs (the route's row)."""
+    row_of = endpoints.get_row_of_path(app)
+    return lambda path: scope_of(row_of(path), "GET", path)
 
 
 def read_check(app: Flask) -> Callable[[str, str], bool]:

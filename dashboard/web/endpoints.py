@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import quote
 
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RequestRedirect
+
 from dashboard.contract import (AckAlert, AgentDetail, AgentsHealth, AgentStatusRow, Alert, ApiStatus, AuditEntry,
                                 ComparisonRow, EndpointInfo, HealthHistory, LogEvent, MetricHistory, MetricsQuality,
                                 NewProject, NotificationDelivery, NotificationTestQueued, Overview, Project,
@@ -214,6 +217,27 @@ def query_names(row: Optional[Endpoint]) -> tuple[str, ...]:
 def rows_of(app) -> dict[str, Endpoint]:
     """The rows registered on `app` (routes.register), by Flask endpoint name."""
     return app.extensions.setdefault("endpoints", {})
+
+
+def get_row_of_path(app, remembered: int = 4096):
+    """path -> the row of the route a GET of it reaches (None: no row, or no such route), looked up once
+    per path (up to `remembered` paths, then forgotten at once)."""
+    rows: dict[str, Optional[Endpoint]] = {}
+    missing = object()
+
+    def row_of(path: str) -> Optional[Endpoint]:
+        found = rows.get(path, missing)
+        if found is missing:
+            try:
+                endpoint, _args = app.url_map.bind("localhost").match(path, method="GET")
+            except (HTTPException, RequestRedirect):
+                endpoint = None
+            found = rows_of(app).get(endpoint)
+            if len(rows) >= remembered:
+                rows.clear()
+            rows[path] = found
+        return found
+    return row_of
 
 
 def summary(app, rule, row: Optional[Endpoint]) -> str:

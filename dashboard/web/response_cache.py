@@ -34,9 +34,7 @@ from typing import Callable, Iterable, NamedTuple, Optional
 from urllib.parse import parse_qsl
 
 from flask import Flask, request
-from werkzeug.exceptions import HTTPException
 from werkzeug.http import parse_etags, unquote_etag
-from werkzeug.routing import RequestRedirect
 
 from dashboard.web import auth
 from dashboard.store import audit
@@ -222,21 +220,16 @@ def changed_by(post_path: str) -> tuple[str, ...]:
     return (f"/api/{area}/", audit.AUDIT_PATH)  # every write is an audit row
 
 
-def query_params_of(app: Flask) -> Callable[[str], tuple]:
+def query_params_of(app: Flask) -> Callable[[str], frozenset]:
     """path -> the query parameters its GET endpoint reads (its row's query model); none when no row."""
-    remembered: dict[str, tuple] = {}
+    row_of = endpoints.get_row_of_path(app, PATHS_REMEMBERED)
+    by_row: dict = {}
 
-    def params_of(path: str) -> tuple:
-        names = remembered.get(path)
+    def params_of(path: str) -> frozenset:
+        row = row_of(path)
+        names = by_row.get(row)
         if names is None:
-            try:
-                endpoint, _args = app.url_map.bind("localhost").match(path, method="GET")
-            except (HTTPException, RequestRedirect):
-                endpoint = None
-            names = frozenset(endpoints.query_names(endpoints.rows_of(app).get(endpoint)))
-            if len(remembered) >= PATHS_REMEMBERED:
-                remembered.clear()
-            remembered[path] = names
+            names = by_row[row] = frozenset(endpoints.query_names(row))
         return names
     return params_of
 
