@@ -123,8 +123,10 @@ def test_an_open_breaker_answers_every_call_at_once_without_calling_the_upstream
 
 def test_after_the_reset_one_probe_goes_through_and_decides(tmp_path):
     reset = 3  # the call right after a failed probe must come within it
-    # A held probe waits for the test, not for CLOUD_TIMEOUT_SECONDS.
-    with GatedStub() as stub, cloud_server(tmp_path, stub.base, CLOUD_TIMEOUT_SECONDS="30", **breaker(reset)) as b:
+    # A held probe waits for the test, not for CLOUD_TIMEOUT_SECONDS; it takes the worker's one upstream slot,
+    # so the calls made meanwhile must be refused by the open breaker, not as "upstream busy".
+    with GatedStub() as stub, cloud_server(tmp_path, stub.base, CLOUD_TIMEOUT_SECONDS="30",
+                                           CLOUD_MAX_CONCURRENT_CALLS="1", **breaker(reset)) as b:
         trip(b, stub)
         stub.set("GET", STATUS, Reply(500, {"error": "still down"}))
         assert until_probe(b, reset)[-1].status_code == 502  # the probe fails: open again

@@ -143,6 +143,16 @@ class CircuitBreaker:
                         "this call is the probe")
         if refused_for is None:
             return probe
+        self._refuse(refused_for)
+
+    def refuse_while_open(self) -> None:
+        """ApiError 503 (as admit()'s) while the breaker is open or its probe is under way; nothing changes."""
+        if self.failures > 0:
+            refused_for = self._state.update(lambda state: self._admit(dataclasses.replace(state))[0])
+            if refused_for is not None:
+                self._refuse(refused_for)
+
+    def _refuse(self, refused_for: float) -> None:
         wait = max(1, math.ceil(refused_for))
         raise ApiError(503, f"upstream is failing: circuit breaker open, calls to it are refused for {wait}s more "
                             f"(it opens after CLOUD_BREAKER_FAILURES={self.failures} failed calls in a row)",

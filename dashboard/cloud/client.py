@@ -181,6 +181,7 @@ class CloudClient:
         CLOUD_MAX_RESPONSE_BYTES; ApiError for any other answer, for none, for one too late or too large,
         while the breaker is open, or while CLOUD_MAX_CONCURRENT_CALLS calls are under way (503 at once)."""
         if not self._slots.acquire(blocking=False):
+            self.breaker.refuse_while_open()  # a failing upstream is the better reason to give
             log.warning("cloud %s %s: refused, %d upstream calls already under way", method, path, self.max_calls)
             raise ApiError(503, f"upstream busy: {self.max_calls} calls to it are under way in this worker "
                                 "(CLOUD_MAX_CONCURRENT_CALLS); try again shortly", headers={"Retry-After": "1"})
