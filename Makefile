@@ -9,9 +9,9 @@ EXAMPLE := examples/orchestrator
 run: $(VENV)/.installed example-data
 	$(VENV)/bin/gunicorn --config gunicorn.conf.py app:app
 
-## Install the test needs and run the whole suite.
+## Install the test needs and run the whole suite, on as many processes as cores, at most 2 (pytest-xdist).
 test: $(VENV)/.installed-dev test-packages
-	$(PY) -m pytest
+	$(PY) -m pytest --numprocesses auto --maxprocesses 2
 
 ## Debian's packages the tests run, installed when absent (as root): Chromium and its driver for the browser
 ## test (tests/test_page.py), nginx for the reverse-proxy test (tests/test_nginx.py), prometheus for promtool
