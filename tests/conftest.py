@@ -91,7 +91,7 @@ def make_app(tmp_path):
                     "LOG_FILE": None, "HEALTH_SAMPLE_SECONDS": 0, "TRAINING_RUNS_DIR": tmp_path / "runs",
                     "RESPONSE_CACHE_SECONDS": 0, "INGEST_SECONDS": 0,
                     # Host alerts depend on this machine's load; tests that check them set thresholds.
-                    **{f"ALERT_{r}_{lvl}": 101.0 for r in ("CPU", "MEMORY", "DISK") for lvl in ("WARNING", "CRITICAL")}}
+                    **{f"ALERT_{r}_{lvl}": 0.0 for r in ("CPU", "MEMORY", "DISK") for lvl in ("WARNING", "CRITICAL")}}
         settings.update(config)
         app = create_app(settings)
         if settings.get("INGEST_SECONDS", 0) == 0:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from dashboard.local import alert_rules
 from dashboard.ops import sampler
 RUN_FAILED = "Holistic training failed: corrupt record 137 in harvested batch (written by the test)"
 
@@ -145,17 +146,25 @@ def test_api_errors_become_events(make_app, orchestrator, tmp_path):
 
 def test_host_alerts_fire_and_clear_with_events(make_app, orchestrator):
     root = orchestrator()
-    hot = make_app(root, ALERT_DISK_WARNING=0.0, ALERT_DISK_CRITICAL=100.0).test_client()
+    hot = make_app(root, ALERT_DISK_WARNING=0.1, ALERT_DISK_CRITICAL=100.0).test_client()
     alerts = {a["id"]: a for a in hot.get("/api/system/alerts").get_json()}
     assert alerts["host.disk"]["severity"] == "warning" and alerts["host.disk"]["since"].endswith("Z")
     again = {a["id"]: a for a in hot.get("/api/system/alerts").get_json()}
     assert again["host.disk"]["since"] == alerts["host.disk"]["since"]
-    calm = make_app(root).test_client()  # make_app's thresholds: over 100 %, never reached
+    calm = make_app(root).test_client()  # make_app's thresholds: 0, host alerts off
     assert "host.disk" not in {a["id"] for a in calm.get("/api/system/alerts").get_json()}
     log = calm.get("/api/system/logs/recent?limit=500").get_json()
     messages = [e["message"] for e in log if e["source"] == "alerts"]
     assert any(m.startswith("alert raised: disk at") for m in messages)
     assert any(m.startswith("alert cleared: disk at") for m in messages)
+
+
+def test_a_host_threshold_of_0_turns_that_level_off():
+    pegged = {"cpu_percent": 100.0, "memory_percent": 100.0, "disk_percent": 100.0, "timestamp": "2026-01-01T00:00:00Z"}
+    limits = {f"ALERT_{r}_{lvl}": 0.0 for r in ("CPU", "MEMORY", "DISK") for lvl in ("WARNING", "CRITICAL")}
+    assert alert_rules.host_alerts(pegged, limits) == []
+    limits["ALERT_CPU_WARNING"] = 100.0  # the warning on, the critical level off
+    assert [(a["id"], a["severity"]) for a in alert_rules.host_alerts(pegged, limits)] == [("host.cpu", "warning")]
 
 
 def test_alert_since_is_kept_while_it_stays_active(make_app, orchestrator, db_path):

@@ -19,7 +19,7 @@ from webhook_receiver import Receiver, signed
 
 SECRET = "whsec-7f3a9c1e5b2d"
 TOKEN = "t0ps3cret-path"
-HOST_ALERTS_OFF = {f"ALERT_{r}_{lvl}": "100" for r in ("CPU", "MEMORY", "DISK") for lvl in ("WARNING", "CRITICAL")}
+HOST_ALERTS_OFF = {f"ALERT_{r}_{lvl}": "0" for r in ("CPU", "MEMORY", "DISK") for lvl in ("WARNING", "CRITICAL")}
 BODY_KEYS = {"delivery_id", "event", "alert", "run", "dashboard", "sent_at"}
 
 
@@ -140,7 +140,8 @@ def test_a_receiver_down_for_30_s_and_a_restart_lose_nothing_and_send_nothing_tw
             assert after == [r["delivery_id"] for r in rows[known:]]
             assert len(set(arrived)) == len(arrived)
             events = [r["event"] for r in rows[known:]]
-            assert events.count("training.failed") == 2 and events[-1] == "test", events
+            assert events.count("training.failed") == 2 and events[-1] == "test", [
+                (r["event"], r["alert_id"], r["created_at"]) for r in rows[known:]]
             assert events.index("alert.raised") < events.index("alert.cleared")
         assert_no_secret_logged(server)
     finally:

@@ -16,7 +16,7 @@ def current_alerts(s: OrchestratorState, rows: list[dict], threshold: float, sam
 
 
 def host_alerts(sample: dict, limits: Mapping[str, float]) -> list[dict]:
-    """CPU, memory and disk over their ALERT_<RESOURCE>_<LEVEL> thresholds."""
+    """CPU, memory and disk over their ALERT_<RESOURCE>_<LEVEL> thresholds (a threshold of 0 is off)."""
     alerts = []
     for resource, key in HOST_RESOURCES:
         value = sample.get(key)
@@ -24,7 +24,7 @@ def host_alerts(sample: dict, limits: Mapping[str, float]) -> list[dict]:
             continue
         for severity in ("critical", "warning"):
             limit = limits[f"ALERT_{resource.upper()}_{severity.upper()}"]
-            if value >= limit:
+            if limit and value >= limit:
                 alerts.append({"id": f"host.{resource}", "severity": severity, "source": "host",
                                "message": f"{resource} at {value:.0f}% (≥ {limit:g}% {severity} threshold)",
                                "since": sample.get("timestamp")})
