@@ -28,6 +28,7 @@ from dashboard.local.training_reads import TrainingReads
 from dashboard.ops import host_health as health
 from dashboard.ops import sampler
 from dashboard.store import alert_acks, events, history_reads, history_store, storyboard_store
+from dashboard.store.generations import generations
 from dashboard.store.versioned_memo import VersionedMemo
 from dashboard.timestamps import to_iso
 from dashboard.training import control as training_control
@@ -112,7 +113,7 @@ class LocalDataProvider(TrainingReads, MetricReads, LogReads, Notifications, Dat
         return value
 
     def _store_version(self):
-        return database.generations(self.db_path).reads_version()
+        return generations(self.db_path).reads_version()
 
     def _from_db(self, s: Optional[OrchestratorState], read, key=None, version=None):
         """`read(db)`, kept under `key` (when given) until the database changes (from `version`, else
