@@ -283,7 +283,8 @@ def write_problem(path: Path | str) -> str | None:
     return None
 
 
-# --- cache generations: what every worker's caches check before replaying an answer ---
+# --- cache generations: what every worker's caches check before replaying an answer (counted here, with the
+# writes; read back by dashboard/store/generations.py) ---
 
 BUMP_SQL = "INSERT INTO cache_generations (prefix, value) VALUES (?, 1) ON CONFLICT (prefix) DO UPDATE SET value = value + 1"
 
@@ -323,68 +324,14 @@ def _bump_for_request(conn: sqlite3.Connection) -> None:
     conn.execute("RELEASE bump")
 
 
-class Generations:
-    """The cache_generations counters of one database, as this process last read them.
-
-    Each thread reads them on a connection of its own that never writes, so `PRAGMA data_version` (unchanged
-    until another connection, of any process, commits; no disk read) tells whether the table must be read
-    again. No lock is held around SQLite: a lock held while a call gives up the GIL turns every serving
-    thread of a worker into a queue (measured: 3x fewer answers a second under 16 connections). Opened on
-    first use, in the process that serves (never in a --preload master). stamp() is None while the database
-    cannot be read: the caches then fall back to their TTL alone.
-    """
-
-    RETRY_SECONDS = 1.0  # after a failure, how long stamp() answers None before trying to connect again
-
-    def __init__(self, path: Path | str):
-        self.path = str(path)
-        self._local = threading.local()
-        self._retry_at = 0.0
-
-    def stamp(self, path: str) -> int | None:
-        """The sum of the counters of every prefix of `path` (it only grows); None when unreadable."""
-        rows = self._current()
-        return None if rows is None else sum(value for prefix, value in rows if path.startswith(prefix))
-
-    def reads_version(self) -> tuple | None:
-        """A token that changes whenever a commit changes what the provider reads (READS_COUNTER);
-        None while it cannot be read."""
-        rows = self._current()
-        return None if rows is None else (self._local.opened_as, dict(rows).get(READS_COUNTER, 0))
-
-    def _current(self) -> tuple[tuple[str, int], ...] | None:
-        local = self._local
-        conn = getattr(local, "conn", None)
-        try:
-            if conn is None or conn.pid != os.getpid():
-                if time.monotonic() < self._retry_at:
-                    return None
-                conn = local.conn = connect(self.path)
-                conn.execute("PRAGMA busy_timeout = 100")  # a request never waits long for this
-                # The file it was opened on (a database restored under the same name is another one).
-                local.opened_as, local.version = conn.opened_as, None
-            version = conn.execute("PRAGMA data_version").fetchone()[0]  # before the read below
-            if version != local.version:
-                rows = conn.execute("SELECT prefix, value FROM cache_generations").fetchall()
-                local.rows = tuple(tuple(row) for row in rows)
-                local.version = version
-            return local.rows
-        except (sqlite3.Error, OSError) as err:
-            log.debug("cache generations unreadable (caches use their TTL alone): %s", err)
-            if conn is not None:
-                conn.close()
-            local.conn, self._retry_at = None, time.monotonic() + self.RETRY_SECONDS
-            return None
-
-
-_generations: dict[str, Generations] = {}
-_generations_lock = threading.Lock()
-
-
-def generations(path: Path | str) -> Generations:
-    """This process's one Generations of the database at `path` (shared by its caches)."""
-    with _generations_lock:
-        return _generations.setdefault(str(path), Generations(path))
+def __getattr__(name: str):
+    """Generations and generations() live in dashboard/store/generations.py; still found here by the modules
+    that name them `database.generations` (response_cache.py, cloud/provider.py), imported on first use
+    since that module imports this one."""
+    if name in ("Generations", "generations"):
+        from dashboard.store import generations
+        return getattr(generations, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _unavailable(err: Exception):

@@ -23,6 +23,7 @@ import psutil
 from dashboard.cloud import cache as cloud_cache
 import database
 from dashboard.store import events
+from dashboard.store.generations import Generations
 from dashboard.web import hardening
 from dashboard.store import storyboard_store
 from dashboard.training import wrapper as training_wrapper
@@ -112,7 +113,7 @@ def insert_behind_the_api(db: Path, name: str) -> None:
 def test_a_generation_moves_only_for_writes_under_its_prefix(tmp_path):
     db = tmp_path / "db.sqlite"
     database.migrate(db)
-    gens = database.Generations(db)
+    gens = Generations(db)
     assert gens.stamp(LIST) == gens.stamp("/api/training/status") == 0
     with closing(database.connect(db)) as writer:
         database.bump_generations(writer, ("/api/storyboard/",))
@@ -122,14 +123,14 @@ def test_a_generation_moves_only_for_writes_under_its_prefix(tmp_path):
         assert gens.stamp(LIST) == 1
         database.bump_generations(writer, ("/",))  # a POST of no known area: everything
         assert gens.stamp(LIST) == 2 and gens.stamp("/healthz") == 1
-    missing = database.Generations(tmp_path / "no" / "such" / "dir" / "db.sqlite")
+    missing = Generations(tmp_path / "no" / "such" / "dir" / "db.sqlite")
     assert missing.stamp(LIST) is None  # unreadable: the caches fall back to their TTL
 
 
 def test_the_providers_version_moves_for_what_it_reads_and_not_for_storyboard_or_rate_limit_writes(tmp_path):
     db = tmp_path / "db.sqlite"
     database.migrate(db)
-    gens = database.Generations(db)
+    gens = Generations(db)
     first = gens.reads_version()
     with closing(database.connect(db)) as writer:
         storyboard_store.create_project(writer, "p", None, [])
@@ -153,7 +154,7 @@ def test_every_serving_thread_reads_the_same_version_and_sees_a_commit(tmp_path)
     still agree on the version, so a kept derivation serves them all, and each sees the next commit."""
     db = tmp_path / "db.sqlite"
     database.migrate(db)
-    gens = database.Generations(db)
+    gens = Generations(db)
     barrier = threading.Barrier(8)
 
     def versions() -> list:
@@ -205,7 +206,7 @@ def test_a_write_and_the_end_of_the_answers_it_changes_are_one_commit(make_app, 
     and its cache generation are committed together, in one write transaction."""
     app = make_app(orchestrator(), RESPONSE_CACHE_SECONDS=60)
     client = app.test_client()
-    gens = database.Generations(app.config["DATABASE_PATH"])
+    gens = Generations(app.config["DATABASE_PATH"])
     before = gens.stamp(LIST)
     statements: list[str] = []
     with app.app_context():

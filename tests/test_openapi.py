@@ -1,4 +1,4 @@
-"""GET /api/openapi.json and /api/docs: the document is generated from the routes and contract.py, agrees
+"""GET /api/openapi.json and /api/docs: the document is generated from the routes and dashboard/contract/, agrees
 with /api/endpoints and with what the app really answers (schemathesis against the WSGI app, and every GET
 endpoint's real JSON validated against the document's schema for it)."""
 from __future__ import annotations

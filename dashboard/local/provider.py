@@ -1,59 +1,46 @@
 """LocalDataProvider: every read from the orchestrator's own files under ORCHESTRATOR_PATH, with history
-recorded into SQLite."""
+recorded into SQLite. Here: the request's view of the files (state()) and the derivations the reads share,
+the dashboard, agents, system and storyboard reads; the training, metric and log reads, and notifications,
+are mixins of their own modules (training_reads.py, metric_reads.py, log_reads.py, notifications.py)."""
 from __future__ import annotations
 
 import os
 import sqlite3
 from datetime import date, datetime, timedelta
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
-from cron_descriptor import get_description
 from flask import current_app
 
-from dashboard.local import alert_rules
-from dashboard import caching
 import data_loader
 import database
-from dashboard.store import audit, events
-from dashboard.ops import host_health as health
-from dashboard.store import history_reads
-from dashboard.store import history_store
-from dashboard.local import log_views, run_record
-from dashboard.local.notifications import Notifications
-from dashboard.ops import sampler
-from dashboard.store import alert_acks, storyboard_store
-from dashboard.training import control as training_control
-from dashboard.local import training_progress
-from dashboard.local.agent_rows import agent_row, agent_rows
-from dashboard.local.analytics import daily_last, natural_key, quality_trends, rank_desc, trend_direction
 from dashboard.config import DEFAULT_MAX_AGENTS
-from dashboard.contract import Answer, NewProject, Payload, StartTraining
-from data_providers import DataProvider
-from dashboard.web import auth
-from dashboard.web.errors import ApiError
+from dashboard.contract import NewProject, Payload
+from dashboard.local import alert_rules, training_progress
+from dashboard.local.agent_rows import agent_row, agent_rows
+from dashboard.local.analytics import daily_last, natural_key, trend_direction
+from dashboard.local.log_reads import LogReads
+from dashboard.local.metric_reads import STILL_RECORDING, MetricReads
+from dashboard.local.notifications import Notifications
 from dashboard.local.orchestrator_files import OrchestratorFiles
 from dashboard.local.orchestrator_state import SYSTEM_KEY, OrchestratorState, orchestrator_zone, wall_clock
 from dashboard.local.parse_cache import ParseCache
-from dashboard.local.runs import runs_from_files, runs_history
+from dashboard.local.training_reads import TrainingReads
+from dashboard.ops import host_health as health
+from dashboard.ops import sampler
+from dashboard.store import alert_acks, events, history_reads, history_store, storyboard_store
+from dashboard.store.generations import generations
 from dashboard.store.versioned_memo import VersionedMemo
 from dashboard.timestamps import to_iso
+from dashboard.training import control as training_control
+from dashboard.web.errors import ApiError
+from data_providers import DataProvider
 
-
-ERROR_LEVELS = ("ERROR", "CRITICAL", "WARNING")
 # A metrics file too large to read per request is read from the database: its points of this long.
 RECENT_METRICS_WINDOW = timedelta(days=8)
 DB_WARNING = "database unavailable"
-STILL_RECORDING = "its history is still being recorded"
-
-_descriptions = caching.Cache(64)
 
 
-def describe_schedule(expression: str) -> str:
-    """The cron expression in words (cron_descriptor, which loads its translations on every call: kept)."""
-    return _descriptions.get_or_compute(expression, lambda: get_description(expression))
-
-
-class LocalDataProvider(Notifications, DataProvider):
+class LocalDataProvider(TrainingReads, MetricReads, LogReads, Notifications, DataProvider):
     """Reads the history the ingester recorded in SQLite, overlaid with what the orchestrator's files
     under ORCHESTRATOR_PATH say right now; stores projects. Reads never write."""
 
@@ -126,7 +113,7 @@ class LocalDataProvider(Notifications, DataProvider):
         return value
 
     def _store_version(self):
-        return database.generations(self.db_path).reads_version()
+        return generations(self.db_path).reads_version()
 
     def _from_db(self, s: Optional[OrchestratorState], read, key=None, version=None):
         """`read(db)`, kept under `key` (when given) until the database changes (from `version`, else
@@ -261,158 +248,6 @@ class LocalDataProvider(Notifications, DataProvider):
                 "average_quality": round(sum(scores) / len(scores), 2) if scores else None}
         return Payload(data, s.warnings)
 
-    # --- training ---
-
-    def training_status(self) -> Payload:
-        s = self.state()
-        session = self._running_session(s)
-        progress, durations = s.progress, training_progress.phase_durations(s)
-        data = {"is_running": progress["running"], "current_phase": "idle", "progress_percent": None,
-                "current_agent": None, "estimated_time_remaining_sec": None, "started_at": None,
-                "phase_durations": durations,
-                "session_id": session["session_id"] if session and session["origin"] == "dashboard" else None}
-        if progress["running"]:
-            percent, remaining = training_progress.estimate(s, progress)
-            data.update(current_phase=training_progress.current_phase(progress),
-                        current_agent=progress.get("current_agent"), progress_percent=percent,
-                        estimated_time_remaining_sec=remaining, started_at=s.iso(progress.get("started_at")))
-        elif session is not None and self._logged_run_of(s, session):  # ended in the log; its end being recorded
-            data.update(is_running=True, current_phase=training_progress.current_phase(progress),
-                        started_at=session["started_at"])
-        elif session is not None:  # started, but not (yet) in the orchestrator's log
-            percent, remaining = training_progress.estimate(s, {})
-            data.update(is_running=True, current_phase="starting", progress_percent=percent,
-                        estimated_time_remaining_sec=remaining, started_at=session["started_at"])
-        return Payload(data, s.warnings)
-
-    @staticmethod
-    def _logged_run_of(s: OrchestratorState, session: dict) -> bool:
-        """Whether the newest run in the log is the one `session` started."""
-        ran = s.session_at(s.progress.get("started_at")) if s.progress.get("found") else None
-        return ran is not None and ran["session_id"] == session["session_id"]
-
-    def _phase(self, s: OrchestratorState) -> str:
-        """The running run's phase (`starting` until the log shows its first), else `idle`."""
-        if s.progress["running"]:
-            return training_progress.current_phase(s.progress)
-        session = self._running_session(s)
-        if session is None:
-            return "idle"
-        return training_progress.current_phase(s.progress) if self._logged_run_of(s, session) else "starting"
-
-    # --- training control (the logic lives in dashboard/training/control.py) ---
-
-    def start_training(self, options: StartTraining) -> Payload:
-        conn = database.get_db()
-        self.training.reconcile(conn)
-        s = self.state()
-        data = self.training.start(conn, force=options.force, log_running=s.progress["running"], by=auth.caller())
-        return Payload(data, s.warnings)
-
-    def stop_training(self) -> Payload:
-        data = self.training.stop(database.get_db(), by=auth.caller())
-        return Answer(data, [], 202 if isinstance(data, dict) and data.get("status") == "stopping" else 200)
-
-    def training_session(self, session_id: int) -> Payload:
-        session = self.training.session(database.get_db(), session_id)
-        if session is None:
-            raise ApiError(404, f"unknown session_id: {session_id}")
-        return Payload(session, [])
-
-    def _running_session(self, s: OrchestratorState) -> Optional[dict]:
-        try:
-            return self._reads.get("running", s.store_version,
-                                   lambda: self.training.running_session(database.get_db()))
-        except (sqlite3.Error, database.DatabaseUnavailable) as err:
-            s.warnings.append(f"training sessions unavailable: {err}")
-            return None
-
-    def training_history(self, days: int) -> Payload:
-        s = self.state()
-        first_day = s.now.date() - timedelta(days=days - 1)
-        since = s.iso(datetime.combine(first_day, datetime.min.time()))
-        runs = list(self._from_db(s, lambda db: history_reads.runs_since(db, since, self.tz), key=("runs", since)) or [])
-        from_files = s.memo("runs", lambda: runs_from_files(s))
-        return Payload(runs_history(runs, from_files, first_day), s.warnings)
-
-    def training_run(self, run_id: str) -> Payload:
-        s = self.state()
-        recorded = self._from_db(s, lambda db: history_reads.runs_since(db, "", self.tz), key=("runs", "")) or []
-        runs = runs_history(recorded, s.memo("runs", lambda: runs_from_files(s)), date.min)
-        index = next((i for i, run in enumerate(runs) if run["run_id"] == run_id), None)
-        if index is None:
-            raise ApiError(404, f"unknown run_id: {run_id}")
-        run, previous = runs[index], (runs[index + 1:] or [None])[0]
-        session = None
-        if run["session_id"] is not None:
-            session = self._from_db(s, lambda db: self.training.session(db, run["session_id"]))
-        return Payload(run_record.record(s, run, previous, session), s.warnings)
-
-    def training_schedule(self) -> Payload:
-        s = self.state()
-        expression = s.schedule
-        description = describe_schedule(expression) if expression else None
-        data = {"schedule": expression, "description": description, "enabled": s.config.get("enabled"),
-                "next_run": s.iso(s.next_run()), "timezone": self.tz_name}
-        return Payload(data, s.warnings)
-
-    # --- metrics ---
-
-    def metrics_quality(self, days: int) -> Payload:
-        s = self.state()
-        return Payload(self._derived(s, ("quality", days), lambda: self._quality_series(s, days)), s.warnings)
-
-    def _quality_series(self, s: OrchestratorState, days: int) -> dict:
-        """Every day of the window, null where a series has no score that day."""
-        window = self._window(s, days)
-        series = {"system": self._daily(s, None, window[0])}
-        series.update({agent_id: self._daily(s, agent_id, window[0]) for agent_id in self._history_agents(s, window[0])})
-        data = {"timestamps": [d.isoformat() for d in window]}
-        data.update({key: [values.get(d) for d in window] for key, values in series.items()})
-        return data
-
-    def metric_history(self, metric_name: str, days: int) -> Payload:
-        s = self.state()
-        points = self._derived(s, ("points", metric_name, days), lambda: self._metric_points(s, metric_name, days))
-        return Payload({"metric": metric_name, "days": days, "points": points}, s.warnings)
-
-    def _metric_points(self, s: OrchestratorState, metric_name: str, days: int) -> list[dict]:
-        cutoff = datetime.combine(s.now.date() - timedelta(days=days - 1), datetime.min.time())
-        points = self._from_db(s, lambda db: history_reads.metric_points(db, metric_name, s.iso(cutoff)),
-                               key=("points", metric_name, cutoff))
-        if metric_name in s.metrics and metric_name != "training_history":
-            from_file = [{"timestamp": s.iso(p["timestamp"]), "agent": p.get("agent"),
-                          "value": history_store.point_value(p)} for p in s.metrics[metric_name] if p["timestamp"] >= cutoff]
-            by_time = {p["timestamp"]: p for p in points or []}
-            by_time.update((p["timestamp"], p) for p in from_file)  # the file is the newest word
-            points = sorted(by_time.values(), key=lambda p: p["timestamp"])
-        if points is None:
-            if any(STILL_RECORDING in w for w in s.warnings):
-                return []  # not known yet: the warning says why
-            # What could not be read may be why: say so with the 404.
-            raise ApiError(404, f"unknown metric_name: {metric_name}", extra={"warnings": list(dict.fromkeys(s.warnings))})
-        return points
-
-    def metrics_comparison(self) -> Payload:
-        s = self.state()
-        rows = agent_rows(s, s.agent_ids)  # ranked among every agent; the listed ones shown
-        ranks = rank_desc({r["id"]: r["quality_score"] for r in rows})
-        table = [{"id": r["id"], "name": r["name"], "quality_score": r["quality_score"],
-                  "processing_time_ms": r["processing_time_ms"], "improvement": r["improvement"],
-                  "rank": ranks[r["id"]]} for r in rows[:len(s.listed_agent_ids)]]
-        table.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0, natural_key(r["id"])))
-        return Payload(table, s.warnings)
-
-    def metrics_trends(self, days: int) -> Payload:
-        s = self.state()
-        return Payload(self._derived(s, ("trends", days), lambda: self._trends(s, days)), s.warnings)
-
-    def _trends(self, s: OrchestratorState, days: int) -> dict:
-        lead = self._window(s, days + 6)  # six earlier days so the first average covers a full week
-        system = self._daily(s, None, lead[0])
-        agents = {agent_id: self._daily(s, agent_id, lead[0]) for agent_id in self._history_agents(s, lead[0])}
-        return quality_trends(lead, days, system, agents)
-
     # --- system ---
 
     def system_health(self) -> Payload:
@@ -423,27 +258,6 @@ class LocalDataProvider(Notifications, DataProvider):
         warnings = [] if samples else ["no health samples stored yet (HEALTH_SAMPLE_SECONDS=0 turns the sampler off)"]
         return Payload({"hours": hours, "sample_seconds": current_app.config["HEALTH_SAMPLE_SECONDS"] or None,
                         "samples": samples}, warnings)
-
-    def recent_logs(self, limit: int, level: Optional[str]) -> Payload:
-        s = self.state()
-        levels = (level.upper(),) if level else None
-        return Payload(self._merged_events(s, limit, levels), s.warnings)
-
-    def system_errors(self, limit: int) -> Payload:
-        s = self.state()
-        return Payload(self._merged_events(s, limit, ERROR_LEVELS), s.warnings)
-
-    def _merged_events(self, s: OrchestratorState, limit: int, levels: Optional[tuple]) -> list[dict]:
-        """The log files' newest events and the database's events (training, API, alerts), newest first."""
-        severities = [lvl.lower() for lvl in levels] if levels else None
-        stored = self._from_db(s, lambda db: events.newest_events(db, limit * 2, severities),
-                               key=("events", limit, tuple(severities or ()))) or []
-        # Kept with the files' view, which lives only while the database is unchanged too.
-        return s.memo(("merged_events", limit, levels),
-                      lambda: log_views.merged(log_views.newest_file_events(s, limit, levels), stored, limit))
-
-    def system_audit(self, limit: int) -> Payload:
-        return Payload(audit.entries(database.get_db(), limit), [])
 
     def system_alerts(self) -> Payload:
         s = self.state()
@@ -456,23 +270,6 @@ class LocalDataProvider(Notifications, DataProvider):
                                              sample or health.current(self.disk_path), self.alert_limits)
         current = events.with_starts(current, self._from_db(s, events.alert_starts, key="alert_starts") or {})
         return alert_acks.with_acks(current, self._from_db(s, alert_acks.acks, key="alert_acks") or {}, to_iso(s.now_utc))
-
-    # --- logs ---
-
-    def training_logs(self, limit: int, offset: int) -> Payload:
-        s = self.state()
-        events = log_views.newest_file_events(s, limit + offset + 1)
-        data = {"events": events[offset:offset + limit], "limit": limit, "offset": offset,
-                "has_more": len(events) > offset + limit}
-        return Payload(data, s.warnings)
-
-    def export_logs(self, days: int) -> Iterator[dict]:
-        s = self.state()
-        cutoff = datetime.combine(s.now.date() - timedelta(days=days - 1), datetime.min.time())
-        for path in reversed(s.log_files):
-            for event in data_loader.iter_log_events(path, since=cutoff):
-                if event["timestamp"] >= cutoff:
-                    yield log_views.as_api_event(s, event)
 
     # --- storyboard ---
 

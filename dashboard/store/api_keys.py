@@ -115,9 +115,9 @@ def record_last_used(conn: sqlite3.Connection, used: dict[str, str]) -> None:
 class KeyRing:
     """The keys of one database as this process last read them, for checking requests.
 
-    Like database.Generations: each thread reads on a connection of its own that never writes, and reads the
-    table again only when `PRAGMA data_version` says another connection committed (a revocation by
-    `flask keys revoke` in another process shows on the next request of every worker). Uses are noted in
+    Like dashboard.store.generations.Generations: each thread reads on a connection of its own that never
+    writes, and reads the table again only when `PRAGMA data_version` says another connection committed (a
+    revocation by `flask keys revoke` in another process shows on the next request of every worker). Uses are noted in
     memory and written by a thread of this process at most every `flush_seconds` (last used), so a GET never
     writes. Errors reading the table are raised (sqlite3.Error): the caller fails closed.
     """

@@ -1,7 +1,7 @@
 """Every endpoint of the server in one table (redash's handlers/api.py, glances' route_mapping).
 
-A row names the Flask rule, methods, provider method, response model (contract.py), query and body models
-(queries.py, contract.py), success codes and summary. From the table come the Flask routes (routes.py: one
+A row names the Flask rule, methods, provider method, response model (dashboard/contract/), query and body models
+(queries.py, dashboard/contract/), success codes and summary. From the table come the Flask routes (routes.py: one
 generic view validates the query and body, calls the provider method with the path ids, the query fields
 and the body, and answers its Payload), the cloud proxy (dashboard/cloud/provider.py forwards each provider method to
 the row's URL), /api/endpoints, the OpenAPI document (openapi.py) and the query parameters the response

@@ -3,7 +3,7 @@
 The document is generated at request time from the endpoint table, never written by hand:
 - paths, methods and path parameters from the app's url_map (so a route added anywhere shows up), each
   route's summary, query model, body model, success codes and answer from its row (endpoints.py);
-- response and request-body schemas from contract.py, through pydantic's JSON Schema (the same models
+- response and request-body schemas from dashboard/contract/, through pydantic's JSON Schema (the same models
   the cloud provider checks upstream answers against and the tests hold the local provider to), query
   parameters from the query models (queries.py) as validation.read_query checks them;
 - the error answers from the rules of errors.py, auth.py (and the key settings), hardening.py, database.py and
@@ -165,7 +165,7 @@ def contract_schemas(rows: tuple[Endpoint, ...]) -> tuple[dict, dict[str, dict]]
     mapping, definitions = TypeAdapter.json_schemas(inputs, ref_template=REF)
     components = dict(definitions.get("$defs", {}))
     if "Error" in components:
-        raise RuntimeError("contract.py defines Error, which openapi.py defines too")
+        raise RuntimeError("dashboard/contract/ defines Error, which openapi.py defines too")
     components["Error"] = {
         "type": "object", "title": "Error", "required": ["error", "status"], "additionalProperties": True,
         "description": "Every error under /api/: the message names what is wrong; some carry more keys.",
@@ -293,10 +293,10 @@ def document(app) -> dict:
             "title": "Training Dashboard API",
             "version": VERSION,
             "description": (
-                "The dashboard of an ML agent-training orchestrator: one JSON contract (contract.py) whether the "
-                "data comes from the orchestrator's files or from a cloud instance of this API. Errors are "
-                "`{\"error\", \"status\"}`; times are ISO 8601 UTC with `Z`; object answers carry `warnings`, "
-                "list answers carry them in the `X-Data-Warnings` header. " + _key_text(app.config)
+                "The dashboard of an ML agent-training orchestrator: one JSON contract (dashboard/contract/) "
+                "whether the data comes from the orchestrator's files or from a cloud instance of this API. "
+                "Errors are `{\"error\", \"status\"}`; times are ISO 8601 UTC with `Z`; object answers carry "
+                "`warnings`, list answers carry them in the `X-Data-Warnings` header. " + _key_text(app.config)
                 + " This document is generated from the running server's routes and settings."),
         },
         "paths": paths,
