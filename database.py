@@ -324,15 +324,6 @@ def _bump_for_request(conn: sqlite3.Connection) -> None:
     conn.execute("RELEASE bump")
 
 
-def __getattr__(name: str):
-    """Generations and generations() live in dashboard/store/generations.py; still found here by the modules
-    that name them `database.generations` (response_cache.py, cloud/provider.py), imported on first use
-    since that module imports this one."""
-    if name in ("Generations", "generations"):
-        from dashboard.store import generations
-        return getattr(generations, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 def _unavailable(err: Exception):
     log.error("database error: %s", err)

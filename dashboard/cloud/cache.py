@@ -11,7 +11,7 @@ class TTLCache:
     Concurrent misses of one key make a single upstream call (the others wait for it). Failures are not
     cached. Values are deep-copied on the way out so no caller can change what another gets. With
     `generation` (key -> a number, or None when unknown), a result is kept only while the generation it was
-    loaded at is unchanged: a write through any worker shows at once (database.Generations).
+    loaded at is unchanged: a write through any worker shows at once (store.generations.Generations).
     """
 
     def __init__(self, seconds: float, max_entries: int = 512,

@@ -19,7 +19,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from dashboard.cloud import cache as cloud_cache
 from dashboard.cloud import client as cloud_client
 import database
-from dashboard.store import audit
+from dashboard.store import audit, generations
 from dashboard.web import endpoints
 from dashboard.contract import Answer, LogEvent
 from data_providers import DataProvider
@@ -103,7 +103,7 @@ class CloudDataProvider(DataProvider):
     def __init__(self, config: dict):
         self.client = cloud_client.CloudClient.from_config(config)
         # Held only while this instance's cache generation (bumped by every worker's successful POST) stands.
-        generations = database.generations(config["DATABASE_PATH"]) if config.get("DATABASE_PATH") else None
+        generations = generations.generations(config["DATABASE_PATH"]) if config.get("DATABASE_PATH") else None
         self.cache = cloud_cache.TTLCache(config.get("CLOUD_CACHE_SECONDS", 2),
                                            generation=generations.stamp if generations else None)
 

@@ -10,7 +10,7 @@ itself, made for every replay, so a revoked key or one without the scope is neve
 RESPONSE_CACHE_MAX_BYTES (bodies and headers, the least recently used dropped first), and an answer is
 dropped once it has expired unless it is being recomputed.
 
-Writes show at once on every worker: each answer carries the generation of its path (database.Generations,
+Writes show at once on every worker: each answer carries the generation of its path (store.generations.Generations,
 counters in SQLite read before the answer is computed), and is replayed only while that is unchanged. A
 successful POST bumps the counters of the areas it changes (changed_by) before its answer is sent, so the
 next read on any worker computes afresh; a POST in this process also forgets those areas' answers here at
@@ -37,7 +37,7 @@ from flask import Flask, request
 from werkzeug.http import parse_etags, unquote_etag
 
 from dashboard.web import auth
-from dashboard.store import audit
+from dashboard.store import audit, generations
 from dashboard import caching
 import database
 from dashboard.web import endpoints
@@ -261,7 +261,7 @@ def init_app(app: Flask) -> None:
     cache = ResponseCache(ttl, app.config["RESPONSE_CACHE_MAX_BYTES"])
     app.extensions["response_cache"] = cache
     app.wsgi_app = CachedAnswers(app.wsgi_app, cache, auth.read_check(app),
-                                 database.generations(app.config["DATABASE_PATH"]).stamp, query_params_of(app))
+                                 generations.generations(app.config["DATABASE_PATH"]).stamp, query_params_of(app))
 
     @app.before_request
     def clear_on_post():
