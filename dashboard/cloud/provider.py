@@ -103,9 +103,9 @@ class CloudDataProvider(DataProvider):
     def __init__(self, config: dict):
         self.client = cloud_client.CloudClient.from_config(config)
         # Held only while this instance's cache generation (bumped by every worker's successful POST) stands.
-        generations = generations.generations(config["DATABASE_PATH"]) if config.get("DATABASE_PATH") else None
+        shared = generations.generations(config["DATABASE_PATH"]) if config.get("DATABASE_PATH") else None
         self.cache = cloud_cache.TTLCache(config.get("CLOUD_CACHE_SECONDS", 2),
-                                           generation=generations.stamp if generations else None)
+                                           generation=shared.stamp if shared else None)
 
     # --- the one forwarding path ---
 
