@@ -6,9 +6,11 @@
    dashboard user repeats; POST_RATE_LIMIT=0 so the one load client is not throttled) and 5% Server-Sent
    Event streams held open the whole time. wrk connections do not pause between requests: this is the
    most that many users can ask, not a model of people reading a page. The mix runs in --rounds rounds;
-   after each, the GET mix's wrk (its connections, for the round's length up to --health-duration) runs
-   on the bare Flask app of bench/run.py (bench/bare_app.py, same gunicorn settings, started beside it):
-   the baseline of the GET p99 on this machine at that moment. The ratio is the median of the rounds'.
+   after each, the same two wrk (the GET connections on its one route, the POST connections on a route
+   that parses the body and answers it; for the round's length up to --health-duration) run on the bare
+   Flask app of bench/run.py (bench/bare_app.py, same gunicorn settings, started beside it): the baseline
+   of the GET p99 on this machine, under the same load generators, at that moment. The ratio is the
+   median of the rounds'.
 2. `wrk -t2 -c64 -d<--health-duration>s` on /healthz (liveness, what a load balancer polls), and the same
    right after on the bare app.
 
@@ -73,6 +75,21 @@ def wrk_mix(bench: Bench, server: Server, workdir: Path, name: str, paths: list[
     if proc.returncode != 0:
         bench.errors.append(f"wrk ({name}) failed: {proc.stderr.strip()[:200]}")
     return result
+
+
+def mix(bench: Bench, server: Server, workdir: Path, prefix: str, paths: list[str], getters: int, posters: int,
+        duration: int) -> dict:
+    """The GET mix's wrk and the POST connections' wrk at once on `server`: {"get": ..., "post": ...}."""
+    results: dict = {}
+    jobs = [threading.Thread(target=lambda: results.__setitem__("get", wrk_mix(
+                bench, server, workdir, prefix + "get", paths, 0.0, getters, duration))),
+            threading.Thread(target=lambda: results.__setitem__("post", wrk_mix(
+                bench, server, workdir, prefix + "post", paths, 1.0, posters, duration)))]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join()
+    return results
 
 
 class StreamClient(threading.Thread):
@@ -168,26 +185,18 @@ def main() -> int:
         bare_s = min(round_s, args.health_duration)
         res["rounds"] = []
         for n in range(args.rounds):
-            say(f"round {n + 1}/{args.rounds}: the mix {round_s}s, then the bare app with the GET mix's wrk "
-                f"({getters} connections, {bare_s}s on its one route)")
-            results: dict = {}
-            jobs = [threading.Thread(target=lambda: results.__setitem__("get", wrk_mix(
-                        bench, server, workdir / "run", "get", paths, 0.0, getters, round_s))),
-                    threading.Thread(target=lambda: results.__setitem__("post", wrk_mix(
-                        bench, server, workdir / "run", "post", paths, 1.0, posters, round_s)))]
-            for job in jobs:
-                job.start()
-            for job in jobs:
-                job.join()
-            results["bare_get"] = wrk_mix(bench, bare, workdir / "run", "bare_get", ["/"], 0.0, getters, bare_s)
-            res["rounds"].append(results)
+            say(f"round {n + 1}/{args.rounds}: the mix {round_s}s, then the bare app under the same two wrk "
+                f"({getters} GET connections on its one route, {posters} POST connections; {bare_s}s)")
+            results = mix(bench, server, workdir / "run", "", paths, getters, posters, round_s)
+            baseline = mix(bench, bare, workdir / "run", "bare_", ["/"], getters, posters, bare_s)
+            res["rounds"].append({**results, "bare_get": baseline["get"], "bare_post": baseline["post"]})
         stop.set()
         for reader in readers:
             reader.join(timeout=35)
         res["streams"] = [{"events": r.events, "heartbeats": r.heartbeats, "ended_by_server": r.drops,
                            "error": r.error} for r in readers]
-        res["get"], res["post"], res["bare_get"] = (combined([r[name] for r in res["rounds"]])
-                                                     for name in ("get", "post", "bare_get"))
+        res["get"], res["post"], res["bare_get"], res["bare_post"] = (
+            combined([r[name] for r in res["rounds"]]) for name in ("get", "post", "bare_get", "bare_post"))
         say(f"/healthz: wrk -t2 -c64 -d{args.health_duration}s")
         server.settle()
         res["health"] = bench.wrk_run(server.base + "/healthz", duration=args.health_duration)
