@@ -108,7 +108,8 @@ def transaction(conn: sqlite3.Connection, read_by_provider: bool = True):
     Counts the commit in READS_COUNTER unless `read_by_provider` is False (only for tables the provider's
     kept derivations never read). A writer that finds the WAL past WAL_LIMIT_BYTES checkpoints and
     truncates it first (see checkpoint)."""
-    turn = _writers.setdefault(getattr(conn, "path", ""), threading.RLock())
+    path = getattr(conn, "path", "")
+    turn = _writers.get(path) or _writers.setdefault(path, threading.RLock())
     if not turn.acquire(timeout=getattr(conn, "busy_seconds", 5.0)):
         raise sqlite3.OperationalError("database is locked (by another writer of this process)")
     try:

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -859,3 +860,43 @@ def test_a_connection_open_in_the_master_is_reported(tmp_path, orchestrator):
     stderr = server.stderr.decode()
     assert "fork safety: 1 SQLite connection(s) open in the master at the fork of worker" in stderr, stderr[-3000:]
     assert str(db) in stderr
+
+
+def test_writers_of_one_process_take_turns_and_a_failed_write_frees_the_turn(tmp_path):
+    """Within a process, a writer waits for another one's commit up to its busy timeout, then gets "locked";
+    a transaction that raised lets the next writer in at once."""
+    path = tmp_path / "db.sqlite"
+    database.migrate(path)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with contextlib.closing(database.connect(path)) as conn, database.transaction(conn):
+            conn.execute("INSERT INTO storyboard_projects (id, name, created_at, updated_at) VALUES ('a', 'a', 't', 't')")
+            holding.set()
+            assert release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        with contextlib.closing(database.connect(path, busy_timeout=0.2)) as impatient:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                with database.transaction(impatient):
+                    pass
+    finally:
+        release.set()
+        holder.join(30)
+    with contextlib.closing(database.connect(path, busy_timeout=0.2)) as conn:
+        with pytest.raises(ZeroDivisionError):
+            with database.transaction(conn):
+                conn.execute("INSERT INTO storyboard_projects (id, name, created_at, updated_at) VALUES ('b', 'b', 't', 't')")
+                1 / 0
+
+    def write_c():  # another thread: the failed write's turn and SQLite lock are both free again
+        with contextlib.closing(database.connect(path, busy_timeout=0.2)) as other, database.transaction(other):
+            other.execute("INSERT INTO storyboard_projects (id, name, created_at, updated_at) VALUES ('c', 'c', 't', 't')")
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(write_c).result(timeout=30)
+    with contextlib.closing(database.connect(path)) as conn:
+        assert [r[0] for r in conn.execute("SELECT id FROM storyboard_projects ORDER BY id")] == ["a", "c"]
