@@ -48,9 +48,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     database.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
-    audit.init_app(app)
     monitoring.observe_requests(app)  # before hardening, so it sees the final status (a 304, say)
     hardening.init_app(app)
+    audit.init_app(app)  # after auth and the rate limit: a write refused there carries no audit row
     response_cache.init_app(app)  # after auth: a cached answer is only for those allowed to read
     hardening.trust_proxy(app)  # last WSGI layer added, so the outermost: everything sees the client's address
     app.extensions["provider"] = DataProviderFactory.get_provider(settings["ENVIRONMENT"], settings)

@@ -130,12 +130,14 @@ def _immediate(conn: sqlite3.Connection, read_by_provider: bool):
         yield conn
         if read_by_provider:
             _count_reads(conn)
-        _bump_for_request(conn)
+        rode = _carry_riders(conn)
     except BaseException:
         if conn.in_transaction:  # SQLite may have rolled back already (disk full): keep the real error
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+    if rode:
+        _riders_committed(rode)
 
 
 def _count_reads(conn: sqlite3.Connection) -> None:
@@ -306,6 +308,7 @@ def write_problem(path: Path | str) -> str | None:
 # --- cache generations: what every worker's caches check before replaying an answer (counted here, with the
 # writes; read back by dashboard/store/generations.py) ---
 
+GENERATIONS_RIDER = "cache generations"
 BUMP_SQL = "INSERT INTO cache_generations (prefix, value) VALUES (?, 1) ON CONFLICT (prefix) DO UPDATE SET value = value + 1"
 
 
@@ -317,32 +320,56 @@ def bump_generations(conn: sqlite3.Connection, prefixes: tuple[str, ...]) -> Non
 
 def bump_with_the_requests_write(prefixes: tuple[str, ...]) -> None:
     """Count the prefixes in the same commit as this request's next write on its connection (get_db()), so
-    the write and the end of the cached answers it changes show together; `generations_pending()` says
-    whether that happened."""
-    g.pending_generations = prefixes
+    the write and the end of the cached answers it changes show together."""
+    ride_with_the_requests_write(GENERATIONS_RIDER, lambda conn: conn.executemany(BUMP_SQL, [(p,) for p in prefixes]))
 
 
 def commit_pending_generations() -> None:
     """Count now what this request asked to bump and no write of its counted (its write went through
     another connection, or upstream in cloud mode)."""
-    pending, g.pending_generations = g.get("pending_generations", ()), ()
-    if pending:
-        bump_generations(get_db(), pending)
+    bump = g.get("write_riders", {}).pop(GENERATIONS_RIDER, None)
+    if bump is not None:
+        with transaction(get_db(), read_by_provider=False) as conn:  # other riders (the audit's) ride along
+            bump(conn)  # not as a rider: its failure is this call's
 
 
-def _bump_for_request(conn: sqlite3.Connection) -> None:
-    if not (has_request_context() and g.get("pending_generations") and g.get("db") is conn):
-        return
-    conn.execute("SAVEPOINT bump")  # a bump that fails (counters unreadable) never costs the write
-    try:
-        conn.executemany(BUMP_SQL, [(p,) for p in g.pending_generations])
-    except sqlite3.Error as err:
-        conn.execute("ROLLBACK TO bump")
-        log.debug("cache generations not counted with the write (tried again after it): %s", err)
-    else:
-        g.pending_generations = ()
-    conn.execute("RELEASE bump")
+def ride_with_the_requests_write(name: str, rider) -> None:
+    """Run `rider(conn)` inside the commit of this request's next write on its connection (get_db()), in a
+    savepoint: a rider that fails never costs the write, and stays pending for the next one. Once
+    committed, `carried(name)` is what it returned."""
+    g.setdefault("write_riders", {})[name] = rider
 
+
+def carried(name: str):
+    """What the rider `name` of this request returned, once committed with a write; else None."""
+    return g.get("carried_riders", {}).get(name)
+
+
+def drop_rider(name: str) -> None:
+    """Forget the rider `name` of this request if it is still pending."""
+    g.get("write_riders", {}).pop(name, None)
+
+
+def _carry_riders(conn: sqlite3.Connection) -> dict:
+    """Run the request's pending riders in this transaction: {name: result} of those that ran."""
+    if not (has_request_context() and g.get("write_riders") and g.get("db") is conn):
+        return {}
+    results = {}
+    for name, rider in list(g.write_riders.items()):
+        conn.execute("SAVEPOINT rider")
+        try:
+            results[name] = rider(conn)
+        except sqlite3.Error as err:
+            conn.execute("ROLLBACK TO rider")
+            log.debug("%s not written with the request's write (tried again after it): %s", name, err)
+        conn.execute("RELEASE rider")
+    return results
+
+
+def _riders_committed(results: dict) -> None:
+    for name, result in results.items():
+        g.write_riders.pop(name, None)
+        g.setdefault("carried_riders", {})[name] = result
 
 
 def _unavailable(err: Exception):

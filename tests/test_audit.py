@@ -16,6 +16,7 @@ import database
 from app import create_app
 from conftest import poll
 from dashboard.store import api_keys
+from dashboard.web.errors import ApiError
 from servers import Gunicorn
 from test_keys import INHERITED, NO_PROXY, SLEEPER, bearer, create_key, kill_runs
 
@@ -54,6 +55,31 @@ def test_every_write_is_audited_with_its_key_client_and_outcome(make_app, orches
     assert not [line for line in logs if line["source"] == "audit"]  # not a log line
     for key in (admin, reader):
         assert key not in repr(audit)
+
+
+def test_a_write_whose_answer_turns_out_otherwise_than_its_routes_success_is_audited_as_answered(
+        make_app, orchestrator, tmp_path):
+    app = make_app(orchestrator(days=1))
+    def write_then(status: int):  # a route that stores something, then answers `status`
+        with database.transaction(database.get_db()):
+            database.get_db().execute("INSERT INTO events (timestamp, event_type, message) VALUES ('t', 'x', 'y')")
+        if status >= 400:
+            raise ApiError(status, "refused after the write")
+        return {"ok": True}, status
+
+    app.add_url_rule("/api/test/write/<int:status>", "write_then", write_then, methods=["POST"])
+    client = app.test_client()
+
+    assert client.post(CREATE, json={"name": "one commit"}).status_code == 201  # one commit: test_freshness
+    assert client.post("/api/test/write/409", json={}).status_code == 409
+    assert client.post("/api/test/write/200", json={}).status_code == 200
+    assert client.post(CREATE, json={"nam": "x"}).status_code == 400  # refused before any write
+
+    audit = client.get("/api/system/audit?limit=10").get_json()
+    assert [(e["path"], e["status"]) for e in audit] == [
+        (CREATE, 400), ("/api/test/write/200", 200), ("/api/test/write/409", 409), (CREATE, 201)]
+    projects = client.get("/api/storyboard/projects").get_json()
+    assert [p["name"] for p in projects] == ["one commit"]
 
 
 # --- the cloud proxy, over gunicorn ---

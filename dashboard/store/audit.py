@@ -7,7 +7,7 @@ import sqlite3
 from typing import Optional
 
 import database
-from dashboard.store.events import insert_events
+from dashboard.timestamps import utc_now
 
 EVENT_TYPE = "api_write"
 AUDIT_PATH = "/api/system/audit"  # its cached answers end with each audit row (every worker's)
@@ -16,15 +16,38 @@ MAX_PATH = 200
 
 def record(conn: sqlite3.Connection, key: Optional[str], client: Optional[str], method: str, path: str,
            status: int) -> None:
-    """Store one write: the key's name (anonymous, or None for no valid key), client address, method, path, status."""
+    """Store one write in its own transaction (see `insert`)."""
+    # The provider never reads these (newest_events leaves them out): no need to tell its caches.
+    with database.transaction(conn, read_by_provider=False):
+        insert(conn, key, client, method, path, status)
+
+
+def insert(conn: sqlite3.Connection, key: Optional[str], client: Optional[str], method: str, path: str,
+           status: int) -> int:
+    """Store one write inside the caller's transaction: the key's name (anonymous, or None for no valid key),
+    client address, method, path, status; return its row id (for `correct`)."""
+    conn.execute("INSERT INTO events (timestamp, event_type, message, severity, metadata, source)"
+                 " VALUES (?, ?, ?, ?, ?, 'audit')", (utc_now(), EVENT_TYPE, *_fields(key, client, method, path, status)))
+    row_id = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+    conn.execute(database.BUMP_SQL, (AUDIT_PATH,))
+    return row_id
+
+
+def correct(conn: sqlite3.Connection, row_id: int, key: Optional[str], client: Optional[str], method: str,
+            path: str, status: int) -> None:
+    """Rewrite a stored write whose answer turned out other than first recorded."""
+    with database.transaction(conn, read_by_provider=False):
+        conn.execute("UPDATE events SET message = ?, severity = ?, metadata = ? WHERE id = ? AND event_type = ?",
+                     (*_fields(key, client, method, path, status), row_id, EVENT_TYPE))
+        conn.execute(database.BUMP_SQL, (AUDIT_PATH,))
+
+
+def _fields(key: Optional[str], client: Optional[str], method: str, path: str, status: int) -> tuple:
+    """(message, severity, metadata JSON) of one write."""
     path = path if len(path) <= MAX_PATH else path[:MAX_PATH] + "..."
     entry = {"key": key, "client": client, "method": method, "path": path, "status": status}
     message = f"{method} {path} answered {status} to {key or 'no valid key'} from {client or 'unknown'}"
-    # The provider never reads these (newest_events leaves them out): no need to tell its caches.
-    with database.transaction(conn, read_by_provider=False):
-        insert_events(conn, [dict(event_type=EVENT_TYPE, message=message, source="audit", metadata=entry,
-                                  severity="info" if status < 400 else "warning")])
-        conn.execute(database.BUMP_SQL, (AUDIT_PATH,))
+    return message, "info" if status < 400 else "warning", json.dumps(entry)
 
 
 def entries(conn: sqlite3.Connection, limit: int) -> list[dict]:

@@ -249,11 +249,15 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def bump_on_post(response):
-        if request.method == "POST" and 200 <= response.status_code < 300:
-            try:
-                database.commit_pending_generations()
-            except (sqlite3.Error, database.DatabaseUnavailable) as err:  # the write itself succeeded
-                log.warning("cache generation not bumped (other workers catch up within their TTL): %s", err)
+        if request.method != "POST":
+            return response
+        if not 200 <= response.status_code < 300:
+            database.drop_rider(database.GENERATIONS_RIDER)  # nothing changed: the audit's own write must not count
+            return response
+        try:
+            database.commit_pending_generations()
+        except (sqlite3.Error, database.DatabaseUnavailable) as err:  # the write itself succeeded
+            log.warning("cache generation not bumped (other workers catch up within their TTL): %s", err)
         return response
 
     if ttl <= 0:
