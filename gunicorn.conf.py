@@ -25,6 +25,8 @@ keepalive = 5
 # Recycle workers now and then so slow leaks cannot grow; jitter keeps them from restarting together.
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "100000"))
 max_requests_jitter = max_requests // 10
+# Requests per kept-alive connection, then it is closed (the worker class reads it; a bad value stops the start here).
+_keepalive_requests = int(os.environ.get("GUNICORN_KEEPALIVE_REQUESTS", "100"))
 limit_request_line = 4094
 limit_request_fields = 100
 # gunicorn believes no forwarded header itself (its default trusts X-Forwarded-Proto from 127.0.0.1, and

@@ -1,6 +1,8 @@
-"""The requests gunicorn refuses before the app sees them get the app's JSON error shape (gunicorn_worker.py)."""
+"""The gthread worker of gunicorn_worker.py: the requests gunicorn refuses before the app sees them get the
+app's JSON error shape, and a kept-alive connection ends after GUNICORN_KEEPALIVE_REQUESTS requests."""
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 
@@ -60,3 +62,20 @@ def test_gunicorns_own_refusals_are_json_errors(orchestrator, tmp_path):
                 assert op["responses"][status]["content"] == error_schema, (method, path, status)
     # gunicorn still logs each refusal itself
     assert server.logs().count("Invalid request from ip=127.0.0.1") >= len(requests)
+
+
+def test_a_kept_alive_connection_ends_after_its_requests_and_the_client_goes_on_over_a_new_one(orchestrator, tmp_path):
+    with Gunicorn(orchestrator(days=0), tmp_path / "srv", GUNICORN_WORKERS="1", GUNICORN_KEEPALIVE_REQUESTS="3") as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
+        seen = []  # (the client's port, status, Connection header) of each answer
+        for _ in range(7):
+            conn.request("GET", "/api/status")
+            port = conn.sock.getsockname()[1]
+            response = conn.getresponse()
+            response.read()
+            seen.append((port, response.status, response.getheader("Connection")))
+        conn.close()
+    assert [status for _, status, _ in seen] == [200] * 7
+    assert [header == "close" for _, _, header in seen] == [False, False, True, False, False, True, False]
+    ports = [port for port, _, _ in seen]
+    assert ports[0] == ports[1] == ports[2] != ports[3] == ports[4] == ports[5] != ports[6]
