@@ -355,6 +355,14 @@ def test_docs_page_loads_only_local_assets(client):
         assert "https://" not in script.get_data(as_text=True)
 
 
+def test_the_docs_page_is_replayed_from_the_cache_with_its_page_policy(make_app, orchestrator):
+    client = make_app(orchestrator(days=0), RESPONSE_CACHE_SECONDS=60).test_client()
+    first, again = client.get("/api/docs"), client.get("/api/docs")
+    assert client.application.extensions["response_cache"].answers.entry(("/api/docs", (), "")) is not None
+    assert again.get_data() == first.get_data() and again.headers == first.headers
+    assert "script-src 'self'" in again.headers["Content-Security-Policy"]  # the page's policy, not the API's
+
+
 # --- schemathesis: generated requests against the WSGI app ---
 
 def _document(**config) -> dict:

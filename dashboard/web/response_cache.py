@@ -1,4 +1,5 @@
-"""A short per-process cache of GET /api/ JSON answers (and /healthz), so many pollers cost one computation.
+"""A short per-process cache of GET /api/ JSON answers (and /healthz, and the API reference page /api/docs), so
+many pollers cost one computation.
 
 Within RESPONSE_CACHE_SECONDS an answer is served again exactly as it was sent, headers included, by a
 WSGI layer in front of Flask: a cache hit skips routing and every hook, and is only logged and counted.
@@ -48,6 +49,7 @@ UNCACHED = ("/api/stream", "/api/logs/export")
 ALSO_CACHED = frozenset({"/healthz"})  # liveness: a replay shows the worker answers as well as a fresh one
 ENTRY_BYTES = 512  # charged for every answer besides its body and headers: key, tuple, ETag
 PATHS_REMEMBERED = 4096  # paths whose endpoint's query parameters are remembered (then forgotten at once)
+KEPT_TYPES = ("application/json", "text/html")  # under /api/, text/html is the API reference page
 NOT_IN_304 = frozenset({"content-type", "content-length"})
 REFRESH_BEFORE = 0.25  # of the TTL: a hit this close to its answer's expiry recomputes it in the background
 
@@ -99,7 +101,7 @@ class ResponseCache:
 
 
 class CachedAnswers:
-    """WSGI middleware: serves fresh cached GET answers, and stores the 200 JSON answers of the app.
+    """WSGI middleware: serves fresh cached GET answers, and stores the 200 JSON (and HTML) answers of the app.
 
     `generation(path)` is the current generation of a path (None when unknown: the TTL alone decides)."""
 
@@ -164,7 +166,7 @@ class CachedAnswers:
         return tuple(sorted(read))
 
     def _run(self, environ: dict):
-        """Run the app without the conditional header (so a 200 can be kept): the Answer of a 200 JSON
+        """Run the app without the conditional header (so a 200 can be kept): the Answer of a 200 JSON or HTML
         answer, else (status, headers, body) to send as it is."""
         if_none_match = environ.pop("HTTP_IF_NONE_MATCH", None)
         captured: list = []
@@ -183,7 +185,7 @@ class CachedAnswers:
             environ["HTTP_IF_NONE_MATCH"] = if_none_match
         status, headers = captured
         content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
-        if not (status.startswith("200") and content_type.startswith("application/json")):
+        if not (status.startswith("200") and content_type.startswith(KEPT_TYPES)):
             return status, headers, body
         return answer_of(body, headers, environ.get(monitoring.ENDPOINT_KEY, "unmatched"))
 
@@ -205,7 +207,7 @@ class CachedAnswers:
 
 
 def is_answer(result) -> bool:
-    """Whether what _run() gave is an answer to keep (a 200 JSON one)."""
+    """Whether what _run() gave is an answer to keep (a 200 JSON or HTML one)."""
     return isinstance(result, Answer)
 
 
