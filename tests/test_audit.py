@@ -11,12 +11,14 @@ from __future__ import annotations
 import shlex
 from contextlib import closing
 from pathlib import Path
+from types import SimpleNamespace
 
 import database
 from app import create_app
 from conftest import poll
 from dashboard.store import api_keys
 from dashboard.web.errors import ApiError
+from dashboard.web import hardening
 from servers import Gunicorn
 from test_keys import INHERITED, NO_PROXY, SLEEPER, bearer, create_key, kill_runs
 
@@ -24,8 +26,9 @@ CREATE = "/api/storyboard/project/create"
 UPSTREAM_KEY = "upstream-key-0d4e2b7c9a1f3856"
 
 
-def test_every_write_is_audited_with_its_key_client_and_outcome(make_app, orchestrator, tmp_path):
-    client = make_app(orchestrator(days=2), POST_RATE_LIMIT=3).test_client()
+def test_every_write_is_audited_with_its_key_client_and_outcome(make_app, orchestrator, tmp_path, monkeypatch):
+    monkeypatch.setattr(hardening, "time", SimpleNamespace(time=lambda: 1_800_000_030.0))  # one rate window
+    client = make_app(orchestrator(days=2), POST_RATE_LIMIT=6).test_client()
     assert client.post(CREATE, json={"name": "before any key"}).status_code == 201
     with closing(database.connect(tmp_path / "db.sqlite")) as conn:
         admin = api_keys.create(conn, "admin", "admin")
@@ -36,8 +39,8 @@ def test_every_write_is_audited_with_its_key_client_and_outcome(make_app, orches
         (client.post(CREATE, json={"name": "x"}, headers=bearer(reader)), "reader"),  # no scope: 403
         (client.post(CREATE, json={"nam": "x"}, headers=bearer(admin)), "admin"),  # bad body: 400
         (client.post(CREATE, json={"name": "ok"}, headers=bearer(admin)), "admin"),  # 201
-        (client.post("/api/no/such", json={}, headers=bearer(admin)), None),  # no route: 404
-        (client.post(CREATE, json={"name": "x"}, headers=bearer(admin)), "admin"),  # the 4th counted of 3 a minute: 429
+        (client.post("/api/no/such", json={}, headers=bearer(admin)), "admin"),  # no route: 404
+        (client.post(CREATE, json={"name": "x"}, headers=bearer(admin)), "admin"),  # the 7th of 6 a minute: 429
     ]
     assert [r.status_code for r, _ in outcomes] == [401, 401, 403, 400, 201, 404, 429]
 
@@ -57,9 +60,29 @@ def test_every_write_is_audited_with_its_key_client_and_outcome(make_app, orches
         assert key not in repr(audit)
 
 
+def test_a_client_without_a_key_is_rate_limited_and_its_flood_adds_one_audit_row_a_minute(make_app, orchestrator,
+                                                                                          tmp_path, monkeypatch):
+    clock = SimpleNamespace(time=lambda: 1_800_000_030.0)
+    monkeypatch.setattr(hardening, "time", clock)
+    client = make_app(orchestrator(days=1), POST_RATE_LIMIT=3).test_client()
+    with closing(database.connect(tmp_path / "db.sqlite")) as conn:
+        admin = api_keys.create(conn, "admin", "admin")
+    flood = [client.post(CREATE, json={"name": "x"}) for _ in range(12)]
+    assert [r.status_code for r in flood] == [401] * 3 + [429] * 9
+    assert flood[-1].headers["Retry-After"] == "30" and flood[-1].get_json()["retry_after_seconds"] == 30
+    clock.time = lambda: 1_800_000_090.0  # the next minute
+    flood += [client.post(CREATE, json={"name": "x"}) for _ in range(5)]
+    assert [r.status_code for r in flood[12:]] == [401] * 3 + [429] * 2
+    audit = client.get("/api/system/audit?limit=50", headers=bearer(admin)).get_json()
+    # each minute: the requests within the limit, then its first refusal
+    assert [e["status"] for e in reversed(audit)] == [401, 401, 401, 429] * 2
+    assert all(e["key"] is None for e in audit)
+
+
 def test_a_write_whose_answer_turns_out_otherwise_than_its_routes_success_is_audited_as_answered(
         make_app, orchestrator, tmp_path):
     app = make_app(orchestrator(days=1))
+
     def write_then(status: int):  # a route that stores something, then answers `status`
         with database.transaction(database.get_db()):
             database.get_db().execute("INSERT INTO events (timestamp, event_type, message) VALUES ('t', 'x', 'y')")

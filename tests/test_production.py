@@ -72,8 +72,8 @@ def test_every_answer_carries_the_security_headers(app, client, make_app, orches
     answers.append(("DELETE /api/status", client.delete("/api/status")))
     answers.append(("413", client.post("/api/storyboard/project/create", data=b"x" * (2 << 20),
                                        content_type="application/json")))
-    # 401, 429, 500 and 503 from an app with an API key, a rate limit of one POST and no room for streams.
-    strict = make_app(orchestrator(), API_KEY="k" * 32, POST_RATE_LIMIT=1, STREAM_MAX_CLIENTS=0,
+    # 401, 429, 500 and 503 from an app with an API key, a rate limit of two POSTs and no room for streams.
+    strict = make_app(orchestrator(), API_KEY="k" * 32, POST_RATE_LIMIT=2, STREAM_MAX_CLIENTS=0,
                       DATABASE_PATH=tmp_path / "strict.sqlite")
     strict.get("/api/_boom")(lambda: 1 / 0)
     other, key = strict.test_client(), {"Authorization": "Bearer " + "k" * 32}

@@ -3,7 +3,8 @@ the key's name (auth.caller), the client's address and the status answered.
 
 A POST that writes carries its audit row in the same commit (database.ride_with_the_requests_write), with
 the status its route answers on success; the rare answer that turns out otherwise corrects the row after.
-A POST refused before it writes (401, 400, 429...) is recorded once its answer is made."""
+A POST refused before it writes (401, 400, 429...) is recorded once its answer is made; of a flood of POSTs
+refused by the rate limit, the first refusal of each client, endpoint and minute."""
 from __future__ import annotations
 
 import logging
@@ -13,7 +14,7 @@ from flask import Flask, current_app, request
 
 import database
 from dashboard.store import audit
-from dashboard.web import auth, endpoints
+from dashboard.web import auth, endpoints, hardening
 
 log = logging.getLogger(__name__)
 RIDER = "audit"
@@ -31,7 +32,7 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def record_write(response):
-        if audited():
+        if audited() and not (response.status_code == 429 and hardening.refused_before()):
             try:
                 settle(response.status_code)
             except (sqlite3.Error, database.DatabaseUnavailable) as err:

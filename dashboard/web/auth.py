@@ -121,13 +121,19 @@ def gate_of(app: Flask) -> Gate:
 
 
 def caller() -> Optional[str]:
-    """Who makes this request: the key's name, ANONYMOUS while no key exists, else None."""
+    """Who makes this request: the key's name, ANONYMOUS while no key exists, else None (also for a request
+    answered before its key was checked: no such route, the rate limit)."""
     if "api_caller" in g:
         return g.api_caller
     try:
-        return None if gate_of(current_app).keys_configured() else ANONYMOUS
+        gate = gate_of(current_app)
+        if not gate.keys_configured():
+            return ANONYMOUS
+        token = bearer_token(request.headers.get("Authorization", ""))
+        key = gate.identify(token) if token is not None else None
     except sqlite3.Error:
         return None
+    return key.name if key else None
 
 
 def path_scopes(app: Flask) -> Callable[[str], str]:

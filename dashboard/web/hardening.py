@@ -10,7 +10,7 @@ import logging
 import sqlite3
 import time
 
-from flask import Flask, request
+from flask import Flask, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import database
@@ -61,7 +61,8 @@ def revalidate_json(response):
 
 
 def rate_limit_posts(app: Flask):
-    """A before_request hook: 429 once a client has made POST_RATE_LIMIT POSTs to one endpoint this minute."""
+    """A before_request hook: 429 once a client has made POST_RATE_LIMIT POSTs to one endpoint this minute,
+    with or without a valid key (it runs before the key check)."""
 
     def check():
         limit = app.config["POST_RATE_LIMIT"]
@@ -74,6 +75,7 @@ def rate_limit_posts(app: Flask):
         except (sqlite3.Error, database.DatabaseUnavailable) as err:
             log.warning("rate limit not checked (database unavailable): %s", err)
             return None  # fail open: the endpoint itself reports the database problem
+        g.rate_limit_refused_before = count > limit + 1
         if count > limit:
             retry_after = RATE_WINDOW_SECONDS - int(time.time()) % RATE_WINDOW_SECONDS
             raise ApiError(429, f"too many requests: at most {limit} POSTs per minute to {request.path}",
@@ -81,6 +83,12 @@ def rate_limit_posts(app: Flask):
         return None
 
     return check
+
+
+def refused_before() -> bool:
+    """Whether this POST's client was already refused by the rate limit in this window (the audit records the
+    first refusal of a window, not each one of a flood)."""
+    return g.get("rate_limit_refused_before", False)
 
 
 def hit(conn: sqlite3.Connection, key: str, window: int) -> int:
@@ -103,8 +111,10 @@ def trust_proxy(app: Flask) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Install the `//` refusal, the headers, ETag and rate-limit hooks."""
-    app.before_request_funcs.setdefault(None, []).insert(0, refuse_leading_double_slash)  # before any other
-    app.before_request(rate_limit_posts(app))
+    """Install the `//` refusal, the headers, ETag and rate-limit hooks (the refusals first of all hooks)."""
+    hooks = app.before_request_funcs.setdefault(None, [])
+    # Before any other: the `//` refusal, then the rate limit (before the key check, so that a client
+    # without a valid key is limited too, and its refusals cannot grow the audit without bound).
+    hooks[0:0] = [refuse_leading_double_slash, rate_limit_posts(app)]
     app.after_request(revalidate_json)
     app.after_request(security_headers)  # registered last, so it runs first: later hooks see the headers
