@@ -7,6 +7,7 @@ import logging
 import logging.handlers
 import os
 import queue
+import time
 
 from flask import Flask
 
@@ -26,7 +27,7 @@ def configure_logging(app: Flask) -> None:
     logging.logThreads = logging.logMultiprocessing = False
     root = logging.getLogger()
     root.setLevel(app.config["LOG_LEVEL"])
-    formatter = logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+    formatter = LineFormatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if app.config.get("LOG_FILE"):
         os.makedirs(os.path.dirname(app.config["LOG_FILE"]), exist_ok=True)
@@ -39,11 +40,41 @@ def configure_logging(app: Flask) -> None:
         if getattr(handler, "_dashboard", False):
             root.removeHandler(handler)
     records: queue.SimpleQueue = queue.SimpleQueue()
-    to_queue = logging.handlers.QueueHandler(records)
+    to_queue = RecordQueue(records)
     to_queue._dashboard = True
     root.addHandler(to_queue)
     _log_listener = logging.handlers.QueueListener(records, *handlers)
     _log_listener.start()
+
+
+class LineFormatter(logging.Formatter):
+    """The log line: made once per record for every handler (console and file), its time text once a second."""
+
+    _second, _time_text = None, ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = record.__dict__.get("_line")
+        if line is None:
+            line = record._line = super().format(record)
+        return line
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._time_text = second, time.strftime(self.default_time_format, self.converter(second))
+        return self.default_msec_format % (self._time_text, record.msecs)
+
+
+class RecordQueue(logging.handlers.QueueHandler):
+    """Puts a record on the listener's queue with its message made now (its arguments may change later),
+    the record itself rather than a copy unless it carries a traceback to render."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().prepare(record)
+        if record.args:
+            record.msg, record.args = record.getMessage(), None
+        return record
 
 
 @atexit.register

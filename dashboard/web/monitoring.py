@@ -34,8 +34,15 @@ REFRESH_KEY = "dashboard.refresh"  # WSGI environ key: the response cache's own 
 def record_request(method: str, path: str, endpoint: str, status: int, elapsed: float) -> None:
     """One answered request: its log line (method, path, status, duration) and its Prometheus figures."""
     request_log.info("%s %s %s %.1fms", method, path, status, elapsed * 1000)
-    REQUESTS.labels(endpoint, method, str(status)).inc()
-    LATENCY.labels(endpoint, method).observe(elapsed)
+    figures = _figures.get((endpoint, method, status))
+    if figures is None:  # the labelled children, looked up once (labels() takes a lock and builds a key)
+        figures = _figures[endpoint, method, status] = (REQUESTS.labels(endpoint, method, str(status)),
+                                                        LATENCY.labels(endpoint, method))
+    figures[0].inc()
+    figures[1].observe(elapsed)
+
+
+_figures: dict[tuple, tuple] = {}
 
 
 def observe_requests(app: Flask) -> None:
