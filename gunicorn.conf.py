@@ -22,9 +22,12 @@ threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = 30  # under gthread, a heartbeat check of the worker, not a limit per request
 graceful_timeout = 20  # stopping: requests in flight get this long; open streams end at once (below)
 keepalive = 5
-# Recycle workers now and then so slow leaks cannot grow; jitter keeps them from restarting together.
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "100000"))
-max_requests_jitter = max_requests // 10
+# Recycle workers now and then so slow leaks cannot grow. Rarely: the caches are bounded in bytes, and a
+# replacement costs a worker's capacity for a second or two (under 1,000 requests a second, 100,000 meant one
+# every two minutes). The workers share the load evenly, so they reach the count together: a jitter of half
+# keeps them from being replaced at the same moment, which leaves no worker to answer.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "1000000"))
+max_requests_jitter = max_requests // 2
 # Requests per kept-alive connection, then it is closed (the worker class reads it; a bad value stops the start here).
 _keepalive_requests = int(os.environ.get("GUNICORN_KEEPALIVE_REQUESTS", "100"))
 limit_request_line = 4094

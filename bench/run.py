@@ -273,7 +273,7 @@ def dashboard_env(args, workdir: Path, name: str, orchestrator: Path) -> dict:
            # One real session for /api/training/session/<id>, without writing into the data set.
            "TRAINING_COMMAND": "python -c pass",
            "GUNICORN_WORKERS": str(args.workers), "GUNICORN_THREADS": str(args.gunicorn_threads),
-           "GUNICORN_MAX_REQUESTS": "100000", "GUNICORN_ACCESS_LOG": "", "PROMETHEUS_MULTIPROC_DIR": "",
+           "GUNICORN_MAX_REQUESTS": "1000000", "GUNICORN_ACCESS_LOG": "", "PROMETHEUS_MULTIPROC_DIR": "",
            # gunicorn >= 25.1 opens a control socket in $XDG_RUNTIME_DIR (else ~/.gunicorn, shared by every
            # gunicorn of the user): one per bench server, not the developer's.
            "XDG_RUNTIME_DIR": str(state)}

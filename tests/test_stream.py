@@ -134,7 +134,7 @@ def test_a_worker_recycled_after_max_requests_ends_its_streams_and_exits_cleanly
         frames = stream.frames()
         assert next(frames)[0] == "retry"
         first_worker = psutil.Process(proc.pid).children()[0].pid
-        for _ in range(15):  # past max_requests (10 + jitter 1) with the stream's own request
+        for _ in range(16):  # past max_requests (10 + a jitter of up to 5) with the stream's own request
             rest = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             rest.request("GET", "/api/status")
             assert rest.getresponse().status == 200
