@@ -7,7 +7,7 @@ import sqlite3
 from typing import Optional
 
 import database
-from dashboard.timestamps import utc_now
+from dashboard.store.events import insert_events
 
 EVENT_TYPE = "api_write"
 AUDIT_PATH = "/api/system/audit"  # its cached answers end with each audit row (every worker's)
@@ -26,8 +26,9 @@ def insert(conn: sqlite3.Connection, key: Optional[str], client: Optional[str], 
            status: int) -> int:
     """Store one write inside the caller's transaction: the key's name (anonymous, or None for no valid key),
     client address, method, path, status; return its row id (for `correct`)."""
-    conn.execute("INSERT INTO events (timestamp, event_type, message, severity, metadata, source)"
-                 " VALUES (?, ?, ?, ?, ?, 'audit')", (utc_now(), EVENT_TYPE, *_fields(key, client, method, path, status)))
+    message, severity, entry = _fields(key, client, method, path, status)
+    insert_events(conn, [dict(event_type=EVENT_TYPE, message=message, source="audit", metadata=entry,
+                              severity=severity)])
     row_id = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
     conn.execute(database.BUMP_SQL, (AUDIT_PATH,))
     return row_id
@@ -37,17 +38,18 @@ def correct(conn: sqlite3.Connection, row_id: int, key: Optional[str], client: O
             path: str, status: int) -> None:
     """Rewrite a stored write whose answer turned out other than first recorded."""
     with database.transaction(conn, read_by_provider=False):
+        message, severity, entry = _fields(key, client, method, path, status)
         conn.execute("UPDATE events SET message = ?, severity = ?, metadata = ? WHERE id = ? AND event_type = ?",
-                     (*_fields(key, client, method, path, status), row_id, EVENT_TYPE))
+                     (message, severity, json.dumps(entry), row_id, EVENT_TYPE))
         conn.execute(database.BUMP_SQL, (AUDIT_PATH,))
 
 
 def _fields(key: Optional[str], client: Optional[str], method: str, path: str, status: int) -> tuple:
-    """(message, severity, metadata JSON) of one write."""
+    """(message, severity, metadata) of one write."""
     path = path if len(path) <= MAX_PATH else path[:MAX_PATH] + "..."
     entry = {"key": key, "client": client, "method": method, "path": path, "status": status}
     message = f"{method} {path} answered {status} to {key or 'no valid key'} from {client or 'unknown'}"
-    return message, "info" if status < 400 else "warning", json.dumps(entry)
+    return message, "info" if status < 400 else "warning", entry
 
 
 def entries(conn: sqlite3.Connection, limit: int) -> list[dict]:
